@@ -1,0 +1,355 @@
+"""The agent daemon: loads the policy, runs the controls, journals every decision.
+
+Lifecycle, as systemd sees it: ``READY=1`` once the controls are started, ``WATCHDOG=1``
+keep-alives while the journal writer is healthy, ``RELOADING=1`` on SIGHUP, ``STOPPING=1``
+on SIGTERM, exit 0 after ``agent.stopped`` is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .. import __version__
+from ..config import AgentConfig
+from ..journal import Journal, JournalError
+from ..policy import Policy, PolicyError, load_policy, parse_policy
+from ..sdnotify import Notifier
+from . import CONTROLS
+from .control import Commands, Control, ControlContext, ControlUnavailable, Operator
+
+log = structlog.get_logger("floorguard.agent")
+
+LAST_GOOD = "policy.last-good.toml"
+_UNSET: Any = object()
+
+ControlFactory = Callable[[ControlContext], Control]
+
+
+def _load_factory(name: str) -> ControlFactory:
+    module, cls = CONTROLS[name].split(":")
+    factory: ControlFactory = getattr(importlib.import_module(module), cls)
+    return factory
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
+        factories: dict[str, ControlFactory] | None = None,
+    ):
+        self.config = config
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.factories = factories
+        self.journal = Journal(config.state_dir, clock=clock)
+        self.commands = Commands()
+        self.operator = Operator()
+        self.state: dict[str, Any] = {}
+        self.controls: dict[str, Control] = {}
+        self.unavailable: dict[str, str] = {}
+        self.policy: Policy | None = None
+        self.agent_id = ""
+        self.host = socket.gethostname()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._lock = threading.RLock()
+        self._scheduler: Any = None
+        self.link: Any = None
+        self.ctx = ControlContext(config=config, record=self.record, commands=self.commands,
+                                  operator=self.operator, clock=clock, state=self.state)
+
+    # -- recording ---------------------------------------------------------------------
+
+    def record(
+        self,
+        control: str,
+        kind: str,
+        severity: str,
+        details: dict[str, Any],
+        *,
+        user: str | None = _UNSET,
+        wait: bool | None = None,
+    ) -> dict[str, Any] | None:
+        """Journal an event in this agent's name. Warnings and violations (and any event
+        with ``wait=True``) return only once durable; info events return at once unless
+        asked to wait."""
+        fields = {
+            "agent": self.agent_id,
+            "host": self.host,
+            "seat": self.config.seat_label,
+            "user": self.operator.current() if user is _UNSET else user,
+            "control": control,
+            "kind": kind,
+            "severity": severity,
+            "policy": self.policy.hash if self.policy else "",
+            "details": details,
+        }
+        entry = self.journal.append(fields)
+        if wait or (wait is None and severity != "info"):
+            rec = entry.wait()
+            log.info("event", kind=kind, severity=severity, seq=rec["seq"])
+            if self.link is not None:
+                self.link.wake()
+            return rec
+        if self.link is not None:
+            self.link.wake()
+        return None
+
+    # -- policy ------------------------------------------------------------------------
+
+    def _last_good_path(self) -> Path:
+        return Path(self.config.state_dir) / LAST_GOOD
+
+    def _initial_policy(self) -> Policy | None:
+        try:
+            return load_policy(self.config.policy)
+        except PolicyError as exc:
+            self._rejected(exc, self.config.policy)
+        saved = self._last_good_path()
+        if saved.exists():
+            try:
+                policy = parse_policy(saved.read_text(encoding="utf-8"), str(saved))
+            except PolicyError:
+                log.error("the saved last good policy is unreadable too", path=str(saved))
+                return None
+            log.warning("running the last good policy", path=str(saved), hash=policy.hash)
+            return policy
+        log.error("no valid policy and no last good one: controls stay off; the udev rule "
+                  "keeps USB storage blocked", policy=self.config.policy)
+        return None
+
+    def _rejected(self, exc: PolicyError, source: str) -> None:
+        problems = [str(p) for p in exc.problems]
+        for line in problems:
+            log.error("policy rejected", problem=line)
+        self.record("agent", "agent.policy_rejected", "warning",
+                    {"source": source, "problems": problems,
+                     "kept": self.policy.hash if self.policy else None})
+
+    def _remember(self, policy: Policy, text: str) -> None:
+        path = self._last_good_path()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def reload(self, text: str | None = None, source: str | None = None) -> bool:
+        """Load a new policy (the configured file, or ``text`` from the console). A bad
+        one is refused and the running policy stays; returns whether it took over."""
+        source = source or self.config.policy
+        with self._lock:
+            try:
+                if text is None:
+                    text = Path(source).read_text(encoding="utf-8")
+                new = parse_policy(text, source)
+            except PolicyError as exc:
+                self._rejected(exc, source)
+                return False
+            except OSError as exc:
+                from ..policy import Problem
+                self._rejected(PolicyError([Problem(source, 0, f"cannot read: {exc}")]), source)
+                return False
+            old = self.policy
+            self.policy = new
+            self._remember(new, text)
+            self.record("agent", "agent.policy_loaded", "info",
+                        {"source": source, "hash": new.hash,
+                         "previous": old.hash if old else None,
+                         "tables": sorted(new.tables)}, wait=True)
+            self._apply_to_controls(new)
+            return True
+
+    # -- controls ----------------------------------------------------------------------
+
+    def _wanted(self, policy: Policy | None) -> list[str]:
+        if policy is None:
+            return []
+        names = [n for n in (self.factories or CONTROLS) if policy.has(n)]
+        if self.config.controls:
+            names = [n for n in names if n in self.config.controls]
+        return names
+
+    def _start_control(self, name: str, policy: Policy) -> None:
+        try:
+            factory = (self.factories or {}).get(name) or _load_factory(name)
+            control = factory(self.ctx)
+            control.start(policy)
+        except ControlUnavailable as exc:
+            self._unavailable(name, str(exc))
+            return
+        except Exception as exc:  # a broken control must not take the others down
+            log.exception("control failed to start", control=name)
+            self._unavailable(name, f"failed to start: {type(exc).__name__}: {exc}")
+            return
+        self.unavailable.pop(name, None)
+        self.controls[name] = control
+        if self._scheduler is not None:
+            self._schedule_check(name, control)
+        log.info("control started", control=name)
+
+    def _unavailable(self, name: str, why: str) -> None:
+        if self.unavailable.get(name) == why:
+            return  # once per cause: a coverage gap is evidence, not noise
+        self.unavailable[name] = why
+        self.record("agent", "agent.control_unavailable", "warning",
+                    {"control": name, "reason": why})
+
+    def _apply_to_controls(self, policy: Policy) -> None:
+        wanted = set(self._wanted(policy))
+        for name in list(self.controls):
+            if name not in wanted:
+                self._stop_control(name)
+        for name in self._wanted(policy):
+            if name in self.controls:
+                try:
+                    self.controls[name].apply_policy(policy)
+                except Exception:
+                    log.exception("control failed to take the new policy", control=name)
+            else:
+                self._start_control(name, policy)
+
+    def _stop_control(self, name: str) -> None:
+        control = self.controls.pop(name)
+        if self._scheduler is not None:
+            with contextlib.suppress(Exception):
+                self._scheduler.remove_job(f"check-{name}")
+        try:
+            control.stop()
+        except Exception:
+            log.exception("control failed to stop", control=name)
+
+    def _schedule_check(self, name: str, control: Control) -> None:
+        def guarded() -> None:
+            try:
+                control.check()
+            except Exception:
+                log.exception("control check failed", control=name)
+
+        self._scheduler.add_job(guarded, "interval", seconds=control.check_interval,
+                                id=f"check-{name}", max_instances=1, coalesce=True,
+                                replace_existing=True)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _identity(self) -> str:
+        from .identity import agent_id
+
+        return agent_id(self.config.state_dir)
+
+    def status(self) -> dict[str, Any]:
+        """The agent's state as heartbeats report it."""
+        return {
+            "version": __version__,
+            "policy": self.policy.hash if self.policy else None,
+            "controls": sorted(self.controls),
+            "unavailable": dict(self.unavailable),
+            "user": self.operator.current(),
+            **{k: v for k, v in self.state.items() if not k.startswith("_")},
+        }
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_: object) -> None:
+        self._reload.set()
+
+    def run(self) -> int:
+        try:
+            self.journal.open()
+        except JournalError as exc:
+            log.error("cannot open the journal", error=str(exc))
+            return 1
+        self.agent_id = self._identity()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, self.request_reload)
+        self.commands.register("reload_policy", self._command_reload)
+        self.policy = self._initial_policy()
+        self.record("agent", "agent.started", "info",
+                    {"version": __version__, "pid": os.getpid(), "config": self.config.source,
+                     "policy_source": self.policy.source if self.policy else None},
+                    wait=True)
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(daemon=True)
+        if self.policy is not None:
+            self.record("agent", "agent.policy_loaded", "info",
+                        {"source": self.policy.source, "hash": self.policy.hash,
+                         "previous": None, "tables": sorted(self.policy.tables)}, wait=True)
+            if self.policy.source == self.config.policy:
+                self._remember(self.policy, Path(self.config.policy).read_text("utf-8"))
+            for name in self._wanted(self.policy):
+                self._start_control(name, self.policy)
+        self._start_link()
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            self._scheduler.add_job(self._keepalive, "interval", seconds=interval,
+                                    id="watchdog", max_instances=1, coalesce=True)
+        self._scheduler.start()
+        for name, control in self.controls.items():
+            self._schedule_check(name, control)
+        self.notifier.notify(f"READY=1\nSTATUS=enforcing {', '.join(sorted(self.controls))}"
+                             f"\nMAINPID={os.getpid()}")
+        log.info("agent ready", agent=self.agent_id, seat=self.config.seat_label,
+                 controls=sorted(self.controls), unavailable=sorted(self.unavailable))
+        while not self._stop.is_set():
+            self._stop.wait(0.5)
+            if self._reload.is_set():
+                self._reload.clear()
+                self.notifier.notify("RELOADING=1")
+                self.reload()
+                self.notifier.notify("READY=1")
+        return self._shutdown()
+
+    def _keepalive(self) -> None:
+        # Keep-alives stop when the journal writer has died, so systemd restarts us.
+        if self.journal.healthy():
+            self.notifier.notify("WATCHDOG=1")
+        else:
+            log.error("journal writer is not running; withholding the watchdog keep-alive")
+
+    def _command_reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        ok = self.reload(args.get("text"), args.get("source"))
+        return {"ok": ok, "policy": self.policy.hash if self.policy else None}
+
+    def _start_link(self) -> None:
+        if not self.config.console_url:
+            log.info("no console_url: events stay in the local journal")
+            return
+        from .link import Link
+
+        self.link = Link(self)
+        self.link.start()
+
+    def _shutdown(self) -> int:
+        self.notifier.notify("STOPPING=1")
+        log.info("agent stopping")
+        for name in list(self.controls):
+            self._stop_control(name)
+        try:
+            self.record("agent", "agent.stopped", "info",
+                        {"reason": "signal", "pid": os.getpid()}, wait=True)
+        except JournalError:
+            log.exception("could not record agent.stopped")
+        if self.link is not None:
+            self.link.stop(flush_timeout=3.0)
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        self.journal.close()
+        self.notifier.close()
+        return 0

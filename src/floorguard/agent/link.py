@@ -1,0 +1,157 @@
+"""The link: ships the journal to the console, at least once, in order.
+
+The journal is the buffer. The link reads records after the highest seq the console has
+acknowledged, posts them in batches, and moves its mark only when the console answers
+with a new acknowledged seq. The console being down never blocks the agent: failures back
+off exponentially with jitter (so a floor of agents coming back does not arrive at once).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from .. import __version__
+from ..journal import JournalReader
+
+if TYPE_CHECKING:
+    from .daemon import Agent
+
+log = structlog.get_logger("floorguard.link")
+
+BATCH = 500
+ACKED = "acked_seq"
+
+
+class LinkConfigError(Exception):
+    pass
+
+
+def check_url(url: str, *, allow_insecure: bool) -> None:
+    """Plain HTTP only to loopback, unless the admin explicitly allowed it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise LinkConfigError(f"console_url must start with https:// (got {url!r})")
+    if parts.scheme == "http" and not allow_insecure:
+        host = parts.hostname or ""
+        if host not in ("localhost", "127.0.0.1", "::1") and not host.startswith("127."):
+            raise LinkConfigError(
+                f"console_url {url} is plain HTTP to a remote host: use https://, or set "
+                "allow_insecure_http = true in agent.toml if you really mean it")
+
+
+def make_client(config: Any, timeout: float = 10.0) -> Any:
+    import httpx
+
+    verify: Any = True
+    if config.ca_file:
+        import ssl
+
+        verify = ssl.create_default_context(cafile=config.ca_file)
+    return httpx.Client(base_url=config.console_url.rstrip("/"), verify=verify,
+                        timeout=timeout, headers={"User-Agent": f"floorguard/{__version__}"})
+
+
+class Link:
+    def __init__(self, agent: Agent, *, batch: int = BATCH, max_backoff: float = 60.0):
+        self.agent = agent
+        self.config = agent.config
+        self.batch = batch
+        self.max_backoff = max_backoff
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+        self.connected = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        try:
+            check_url(self.config.console_url, allow_insecure=self.config.allow_insecure_http)
+        except LinkConfigError as exc:
+            log.error("link disabled", error=str(exc))
+            self.agent.state["link"] = f"disabled: {exc}"
+            return
+        self._thread = threading.Thread(target=self._run, name="link", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush_timeout: float = 0.0) -> None:
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + flush_timeout
+        while time.monotonic() < deadline and self.pending() > 0 and self.connected:
+            self._wake.set()
+            time.sleep(0.05)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5)
+
+    def token(self) -> str | None:
+        try:
+            return self.config.token_path.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def acked(self) -> int:
+        value = self.agent.journal.get_meta(ACKED)
+        return int(value) if value else 0
+
+    def pending(self) -> int:
+        return max(self.agent.journal.last_seq - self.acked(), 0)
+
+    def _backoff(self) -> float:
+        base = min(self.max_backoff, 0.5 * (2 ** min(self.failures, 10)))
+        return base * random.uniform(0.5, 1.0)  # noqa: S311 jitter, not a secret
+
+    def _run(self) -> None:
+        reader = JournalReader(self.config.state_dir)
+        client = make_client(self.config)
+        warned_token = False
+        try:
+            while not self._stop.is_set():
+                token = self.token()
+                if token is None:
+                    if not warned_token:
+                        log.warning("no agent token: run 'floorguard enroll' to connect this "
+                                    "agent; events stay in the journal meanwhile",
+                                    token_file=str(self.config.token_path))
+                        warned_token = True
+                    self._wake.wait(5)
+                    self._wake.clear()
+                    continue
+                records = list(reader.records(after_seq=self.acked(), limit=self.batch))
+                if not records:
+                    self._wake.wait(5)
+                    self._wake.clear()
+                    continue
+                try:
+                    acked = self.ship(client, token, records)
+                except Exception as exc:
+                    self.failures += 1
+                    self.connected = False
+                    delay = self._backoff()
+                    log.info("console unreachable; will retry", error=str(exc),
+                             retry_in=round(delay, 2), pending=self.pending())
+                    self._stop.wait(delay)
+                    continue
+                self.failures = 0
+                self.connected = True
+                if acked > self.acked():
+                    self.agent.journal.set_meta(ACKED, str(acked))
+        finally:
+            client.close()
+            reader.close()
+
+    def ship(self, client: Any, token: str, records: list[dict[str, Any]]) -> int:
+        resp = client.post("/api/v1/events", json={"events": records},
+                           headers={"Authorization": f"Bearer {token}"})
+        if resp.status_code != 200:
+            raise RuntimeError(f"console answered {resp.status_code}: {resp.text[:200]}")
+        return int(resp.json()["acked"])

@@ -1,0 +1,95 @@
+"""Agent configuration: ``/etc/floorguard/agent.toml``, each key overridable by the
+environment variable ``FLOORGUARD_<KEY>`` (``FLOORGUARD_STATE_DIR``, ``FLOORGUARD_SEAT``...).
+
+Unknown keys and values of the wrong type are errors naming the file and key, never
+silently ignored: a typo in ``console_url`` must not leave an agent quietly offline.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "/etc/floorguard/agent.toml"
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    console_url: str = ""
+    seat: str = ""
+    state_dir: str = "/var/lib/floorguard"
+    policy: str = "/etc/floorguard/policy.toml"
+    token_file: str = ""  # default: STATE_DIR/token
+    ca_file: str = ""
+    allow_insecure_http: bool = False
+    sysfs_root: str = "/sys"
+    cups_server: str = ""  # default: CUPS_SERVER or the local socket
+    log_level: str = "info"
+    journal_max_mb: int = 512
+    journal_max_days: int = 14
+    controls: tuple[str, ...] = field(default=())  # empty: every control the policy has
+    source: str = "<defaults>"
+
+    @property
+    def seat_label(self) -> str:
+        return self.seat or socket.gethostname()
+
+    @property
+    def token_path(self) -> Path:
+        return Path(self.token_file) if self.token_file else Path(self.state_dir) / "token"
+
+
+def _coerce(name: str, typ: Any, value: Any, where: str) -> Any:
+    if typ is bool or typ == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.lower() in ("1", "true", "yes")
+    elif typ is int or typ == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+    elif typ in ("tuple[str, ...]",):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+    elif isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: '{name}' has a value of the wrong type ({value!r})")
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read the config file (missing default file is fine) and apply FLOORGUARD_* overrides."""
+    env = os.environ if env is None else env
+    explicit = path is not None or "FLOORGUARD_CONFIG" in env
+    cfg_path = Path(path or env.get("FLOORGUARD_CONFIG", DEFAULT_CONFIG))
+    values: dict[str, Any] = {}
+    known = {f.name: f.type for f in fields(AgentConfig) if f.name != "source"}
+    if cfg_path.exists():
+        try:
+            raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{cfg_path}: not valid TOML: {exc}") from None
+        for key, value in raw.items():
+            if key not in known:
+                raise ConfigError(f"{cfg_path}: unknown key '{key}' "
+                                  f"(known: {', '.join(sorted(known))})")
+            values[key] = _coerce(key, known[key], value, str(cfg_path))
+    elif explicit:
+        raise ConfigError(f"{cfg_path}: no such config file")
+    for key, typ in known.items():
+        var = "FLOORGUARD_" + key.upper()
+        if var in env:
+            values[key] = _coerce(key, typ, env[var], f"environment {var}")
+    return AgentConfig(**values, source=str(cfg_path))

@@ -1,0 +1,1 @@
+"""The console: one ASGI app over one store (SQLite by default, PostgreSQL at scale)."""

@@ -1,0 +1,215 @@
+"""The agent API: event ingest and enrollment.
+
+Agents authenticate with ``Authorization: Bearer TOKEN``. The token is checked before the
+body is read (401 when missing, unknown or revoked); then the body is read within a size
+limit (413) and validated (422 naming the field). Nothing is stored from a request that
+fails any check.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ..events import CONTROLS, KINDS, SEVERITIES
+from .auth import sha256_hex
+from .db import now_us
+from .ingest import store_events
+from .schema import agents, enrollment_codes
+
+MAX_BODY = 8 * 1024 * 1024
+MAX_BATCH = 1000
+
+router = APIRouter(prefix="/api/v1", tags=["agents"])
+
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Label = Annotated[str, Field(max_length=255)]
+
+
+class EventIn(BaseModel):
+    """One journal record, exactly as the agent hashed it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                                     r"[0-9a-f]{12}$")]
+    seq: Annotated[int, Field(ge=1)]
+    ts: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")]
+    agent: Annotated[str, Field(min_length=1, max_length=64)]
+    host: Label
+    seat: Label
+    user: Label | None
+    control: Literal[CONTROLS]  # type: ignore[valid-type]
+    kind: Annotated[str, Field(max_length=64)]
+    severity: Literal[SEVERITIES]  # type: ignore[valid-type]
+    policy: Annotated[str, Field(max_length=64)]
+    details: dict[str, Any]
+    prev: Hex64
+    hash: Hex64
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class Ack(BaseModel):
+    acked: int = Field(description="highest seq up to which the console holds every record")
+    stored: int = Field(description="records newly stored from this batch")
+
+
+class EnrollIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    code: Annotated[str, Field(min_length=8, max_length=128)]
+    agent_id: Annotated[str, Field(pattern=r"^[0-9a-f-]{36}$")]
+    host: Label
+    seat: Label
+
+
+class EnrollOut(BaseModel):
+    agent_id: str
+    token: str
+
+
+_batch_adapter = TypeAdapter(EventBatch)
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    m = re.fullmatch(r"Bearer ([A-Za-z0-9_\-\.~+/=]{16,256})", header)
+    if not m:
+        raise HTTPException(401, "missing or malformed 'Authorization: Bearer TOKEN' header",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return m.group(1)
+
+
+def agent_for_token(request: Request) -> str:
+    """The agent id the bearer token belongs to; 401 otherwise. Reads no body."""
+    token = _bearer(request)
+    with request.app.state.engine.connect() as conn:
+        row = conn.execute(sa.select(agents.c.id, agents.c.revoked_us)
+                           .where(agents.c.token_hash == sha256_hex(token))).first()
+    if row is None or row.revoked_us is not None:
+        raise HTTPException(401, "unknown or revoked agent token: enroll the agent again",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return str(row.id)
+
+
+async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {declared} bytes is over the {limit}-byte limit; "
+                                 "send smaller batches")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise HTTPException(413, f"body is over the {limit}-byte limit; send smaller "
+                                     "batches")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(422, f"body is not valid JSON: {exc}") from None
+
+
+def validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)]
+
+
+_EVENTS_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": EventBatch.model_json_schema(
+        ref_template="#/components/schemas/{model}")}}}}
+
+
+@router.post("/events", response_model=Ack, openapi_extra=_EVENTS_BODY,
+             responses={401: {"description": "missing, unknown or revoked token"},
+                        403: {"description": "an event names another agent"},
+                        413: {"description": "body or batch too large"},
+                        422: {"description": "malformed batch; the detail names the field"}})
+async def post_events(request: Request) -> Ack:
+    """Store a batch of journal records (idempotent on agent and seq)."""
+    agent_id = agent_for_token(request)
+    payload = await read_json(request)
+    try:
+        batch = _batch_adapter.validate_python(payload)
+    except ValidationError as exc:
+        raise HTTPException(422, validation_detail(exc)) from None
+    seen: set[int] = set()
+    records = []
+    for i, ev in enumerate(batch.events):
+        if ev.agent != agent_id:
+            raise HTTPException(403, f"events[{i}] names agent {ev.agent}, but this token "
+                                     "belongs to another agent")
+        if ev.seq in seen:
+            raise HTTPException(422, [{"loc": ["events", i, "seq"],
+                                       "msg": f"seq {ev.seq} appears twice in the batch",
+                                       "type": "duplicate"}])
+        if ev.kind not in KINDS:
+            raise HTTPException(422, [{"loc": ["events", i, "kind"],
+                                       "msg": f"unknown kind {ev.kind!r}",
+                                       "type": "unknown_kind"}])
+        seen.add(ev.seq)
+        records.append(ev.model_dump())
+    records.sort(key=lambda r: r["seq"])
+    result = await run_in_threadpool(_store, request, agent_id, records)
+    request.app.state.hub.publish({"type": "events", "agent": agent_id,
+                                   "count": result["stored"]})
+    return Ack(acked=result["acked"], stored=result["stored"])
+
+
+def _store(request: Request, agent_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    with request.app.state.engine.begin() as conn:
+        result = store_events(conn, agent_id, records)
+        for hook in request.app.state.ingest_hooks:
+            hook(conn, agent_id, records, result)
+    return result
+
+
+@router.post("/enroll", response_model=EnrollOut,
+             responses={403: {"description": "unknown, used or expired enrollment code"}})
+async def enroll(request: Request) -> EnrollOut:
+    """Exchange a one-time enrollment code for this agent's own token."""
+    payload = await read_json(request, limit=16 * 1024)
+    try:
+        body = EnrollIn.model_validate(payload)
+    except ValidationError as exc:
+        raise HTTPException(422, validation_detail(exc)) from None
+    return await run_in_threadpool(_enroll, request, body)
+
+
+def _enroll(request: Request, body: EnrollIn) -> EnrollOut:
+    token = secrets.token_urlsafe(32)
+    now = now_us()
+    from .auth import audit, client_ip
+
+    with request.app.state.engine.begin() as conn:
+        code = conn.execute(sa.select(enrollment_codes)
+                            .where(enrollment_codes.c.code_hash == sha256_hex(body.code))
+                            .with_for_update()).first()
+        if code is None or code.used_us is not None or code.expires_us < now:
+            audit(conn, "agent:" + body.agent_id, "agent.enroll_refused", body.host,
+                  client_ip(request), {"reason": "unknown, used or expired code"})
+            raise HTTPException(403, "unknown, used or expired enrollment code: ask an admin "
+                                     "for a new one")
+        conn.execute(enrollment_codes.update()
+                     .where(enrollment_codes.c.code_hash == code.code_hash)
+                     .values(used_us=now, agent_id=body.agent_id))
+        values = {"token_hash": sha256_hex(token), "host": body.host, "seat": body.seat,
+                  "floor": code.floor, "revoked_us": None}
+        updated = conn.execute(agents.update().where(agents.c.id == body.agent_id)
+                               .values(**values))
+        if updated.rowcount == 0:
+            conn.execute(agents.insert().values(id=body.agent_id, enrolled_us=now, **values))
+        audit(conn, "agent:" + body.agent_id, "agent.enrolled", body.seat, client_ip(request),
+              {"host": body.host, "floor": code.floor})
+    return EnrollOut(agent_id=body.agent_id, token=token)

@@ -1,0 +1,95 @@
+"""The console's ASGI app: one explicit list of routers, one lifespan that owns the store."""
+
+from __future__ import annotations
+
+import gettext
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
+
+from .. import __version__
+from .auth import LoginRequired
+from .db import open_store
+from .live import Hub
+
+HERE = Path(__file__).parent
+
+IngestHook = Callable[..., None]
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.add_extension("jinja2.ext.i18n")
+    templates.env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    templates.env.globals["version"] = __version__
+    return templates
+
+
+def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if getattr(app.state, "engine", None) is None:
+            app.state.engine = open_store(db_url)
+        for start in app.state.on_start:
+            start(app)
+        try:
+            yield
+        finally:
+            for stop in app.state.on_stop:
+                stop(app)
+            app.state.engine.dispose()
+
+    app = FastAPI(title="floorguard console", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.engine = engine
+    app.state.hub = Hub()
+    app.state.ingest_hooks: list[IngestHook] = []  # type: ignore[misc]
+    app.state.on_start: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
+    app.state.on_stop: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
+    app.state.templates = make_templates()
+    app.state.translations = {"en": gettext.NullTranslations()}
+
+    from . import api, web
+
+    app.include_router(api.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, _exc: LoginRequired) -> Response:
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.url.scheme == "https":
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz(request: Request) -> JSONResponse:
+        """Liveness and store reachability (no authentication, no data)."""
+        import sqlalchemy as sa
+
+        try:
+            with request.app.state.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception:
+            return JSONResponse({"status": "store unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    return app

@@ -1,0 +1,205 @@
+"""Accounts, sessions and roles.
+
+Passwords are hashed with argon2. A session is a random token in an HttpOnly, SameSite
+cookie (Secure whenever the console is served over HTTPS); the store keeps only its
+SHA-256, so a copy of the database lets nobody in. Every route declares the roles it
+allows through ``require(...)``, checked on the server for every request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import HTTPException, Request
+from sqlalchemy.engine import Connection, Engine
+
+from .db import now_us
+from .schema import audit_log, sessions, users
+
+ROLES = ("admin", "sv", "auditor")
+SESSION_COOKIE = "fg_session"
+SESSION_IDLE_US = 8 * 3600 * 1_000_000  # a shift
+SESSION_MAX_US = 12 * 3600 * 1_000_000
+MIN_PASSWORD = 10
+
+_hasher = PasswordHasher()
+
+
+class AuthError(Exception):
+    pass
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+    lang: str | None = None
+    csrf: str = ""
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AuthError(f"the password must be at least {MIN_PASSWORD} characters long")
+
+
+def add_user(conn: Connection, name: str, role: str, password: str) -> int:
+    if role not in ROLES:
+        raise AuthError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(
+            ".", "").isalnum():
+        raise AuthError("a user name is 1-64 letters, digits, '.', '-' or '_'")
+    check_password_rules(password)
+    exists = conn.execute(sa.select(users.c.id).where(users.c.name == name)).first()
+    if exists:
+        raise AuthError(f"user {name!r} already exists; use 'user passwd' to change it")
+    res = conn.execute(users.insert().values(name=name, role=role,
+                                             pw_hash=_hasher.hash(password),
+                                             created_us=now_us()))
+    return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+
+def set_password(conn: Connection, name: str, password: str) -> None:
+    check_password_rules(password)
+    res = conn.execute(users.update().where(users.c.name == name)
+                       .values(pw_hash=_hasher.hash(password)))
+    if res.rowcount == 0:
+        raise AuthError(f"no user {name!r}")
+    _end_sessions(conn, name)
+
+
+def set_disabled(conn: Connection, name: str, disabled: bool = True) -> None:
+    res = conn.execute(users.update().where(users.c.name == name).values(disabled=disabled))
+    if res.rowcount == 0:
+        raise AuthError(f"no user {name!r}")
+    if disabled:
+        _end_sessions(conn, name)
+
+
+def _end_sessions(conn: Connection, name: str) -> None:
+    uid = sa.select(users.c.id).where(users.c.name == name).scalar_subquery()
+    conn.execute(sessions.delete().where(sessions.c.user_id == uid))
+
+
+def list_users(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(users.c.name, users.c.role, users.c.disabled,
+                                  users.c.created_us).order_by(users.c.name))
+    return [dict(r._mapping) for r in rows]
+
+
+def verify_login(conn: Connection, name: str, password: str) -> User | None:
+    row = conn.execute(sa.select(users).where(users.c.name == name)).first()
+    if row is None:
+        # Spend the same time as a real check so names cannot be probed by timing.
+        with contextlib.suppress(VerificationError, InvalidHashError):
+            _hasher.verify(_DUMMY_HASH, password)
+        return None
+    try:
+        _hasher.verify(row.pw_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row.disabled:
+        return None
+    if _hasher.check_needs_rehash(row.pw_hash):
+        conn.execute(users.update().where(users.c.id == row.id)
+                     .values(pw_hash=_hasher.hash(password)))
+    return User(id=row.id, name=row.name, role=row.role, lang=row.lang)
+
+
+_DUMMY_HASH = _hasher.hash("not a password of anyone's")
+
+
+def new_session(conn: Connection, user: User) -> str:
+    """A fresh session id (never reused from before login: no session fixation)."""
+    token = secrets.token_urlsafe(32)
+    now = now_us()
+    conn.execute(sessions.insert().values(id_hash=sha256_hex(token), user_id=user.id,
+                                          csrf=secrets.token_urlsafe(24), created_us=now,
+                                          last_seen_us=now, expires_us=now + SESSION_MAX_US))
+    return token
+
+
+def end_session(conn: Connection, token: str) -> None:
+    conn.execute(sessions.delete().where(sessions.c.id_hash == sha256_hex(token)))
+
+
+def session_user(conn: Connection, token: str) -> User | None:
+    now = now_us()
+    row = conn.execute(
+        sa.select(users.c.id, users.c.name, users.c.role, users.c.lang, users.c.disabled,
+                  sessions.c.csrf, sessions.c.last_seen_us, sessions.c.expires_us)
+        .join(users, users.c.id == sessions.c.user_id)
+        .where(sessions.c.id_hash == sha256_hex(token))
+    ).first()
+    if row is None or row.disabled:
+        return None
+    if now > row.expires_us or now - row.last_seen_us > SESSION_IDLE_US:
+        end_session(conn, token)
+        return None
+    if now - row.last_seen_us > 60_000_000:  # touch at most once a minute
+        conn.execute(sessions.update().where(sessions.c.id_hash == sha256_hex(token))
+                     .values(last_seen_us=now))
+    return User(id=row.id, name=row.name, role=row.role, lang=row.lang, csrf=row.csrf)
+
+
+def audit(conn: Connection, actor: str, action: str, target: str = "", ip: str = "",
+          details: dict[str, Any] | None = None) -> None:
+    """Append to the console's audit trail (no route edits or deletes it)."""
+    conn.execute(audit_log.insert().values(ts_us=now_us(), actor=actor, action=action,
+                                           target=target, ip=ip, details=details or {}))
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+class LoginRequired(Exception):
+    """Raised for a page request without a valid session: the app redirects to /login."""
+
+
+def current_user(request: Request) -> User | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    engine: Engine = request.app.state.engine
+    with engine.begin() as conn:
+        return session_user(conn, token)
+
+
+def require(*roles: str) -> Any:
+    """A FastAPI dependency: the signed-in user, if their role is one of ``roles``."""
+    for r in roles:
+        if r not in ROLES:
+            raise ValueError(f"unknown role {r}")
+
+    def dependency(request: Request) -> User:
+        user = current_user(request)
+        if user is None:
+            if request.url.path.startswith("/api/"):
+                raise HTTPException(401, "sign in first")
+            raise LoginRequired()
+        if user.role not in roles:
+            raise HTTPException(403, f"the {user.role} role may not do this")
+        request.state.user = user
+        return user
+
+    return dependency
+
+
+def check_csrf(request: Request, user: User, token: str | None) -> None:
+    """State-changing requests carry the session's CSRF token (form field or header)."""
+    sent = token or request.headers.get("x-csrf-token") or ""
+    if not user.csrf or not hmac.compare_digest(sent, user.csrf):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")

@@ -1,0 +1,172 @@
+"""``floorguard console``: serve the console, manage accounts and enrollment codes.
+
+    floorguard console [--db URL] [--listen HOST:PORT] [--tls-cert F --tls-key F]
+    floorguard console user add NAME --role admin|sv|auditor    (password on stdin or asked)
+    floorguard console user passwd NAME | user disable NAME | user enable NAME | user list
+    floorguard console enroll-code [--floor NAME] [--expires 24h]
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import secrets
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def add_console_parser(sub: Any, func: Any) -> None:
+    c = sub.add_parser("console", help="serve the web console, or manage its accounts")
+    c.add_argument("--db", help="database URL (default sqlite under /var/lib/floorguard-console"
+                                 ", or $FLOORGUARD_DB)")
+    c.add_argument("--listen", default=None, metavar="HOST:PORT",
+                   help="address to serve on (default 127.0.0.1:8080, or $FLOORGUARD_LISTEN)")
+    c.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    c.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    c.set_defaults(func=func, console_cmd="serve")
+    csub = c.add_subparsers(dest="console_cmd", metavar="ACTION")
+
+    u = csub.add_parser("user", help="manage console accounts")
+    usub = u.add_subparsers(dest="user_cmd", metavar="ACTION")
+    usub.required = True
+    add = usub.add_parser("add", help="create an account (password from stdin when piped)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["admin", "sv", "auditor"])
+    for name, text in (("passwd", "set a new password"), ("disable", "disable an account"),
+                       ("enable", "enable a disabled account")):
+        p = usub.add_parser(name, help=text)
+        p.add_argument("name")
+    usub.add_parser("list", help="list accounts")
+
+    e = csub.add_parser("enroll-code", help="make a one-time code to enroll an agent")
+    e.add_argument("--floor", default="", help="floor the enrolled agent belongs to")
+    e.add_argument("--expires", default="24h", help="how long the code is valid (e.g. 2h)")
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen {text!r}: write HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _read_password(confirm: bool = True) -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Again: ") != first:
+        raise ValueError("the passwords differ")
+    return first
+
+
+def run_console_command(args: argparse.Namespace) -> int:
+    import os
+
+    from .db import StoreError, default_url, open_store
+
+    url = args.db or default_url()
+    if args.console_cmd in (None, "serve"):
+        return _serve(args, url)
+    try:
+        engine = open_store(url)
+    except StoreError as exc:
+        print(f"floorguard console: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    actor = "cli:" + (os.environ.get("SUDO_USER") or os.environ.get("USER") or "root")
+    try:
+        if args.console_cmd == "user":
+            return _user(args, engine, actor)
+        if args.console_cmd == "enroll-code":
+            return _enroll_code(args, engine, actor)
+    finally:
+        engine.dispose()
+    return EXIT_USAGE
+
+
+def _user(args: argparse.Namespace, engine: Any, actor: str) -> int:
+    from .auth import AuthError, add_user, audit, list_users, set_disabled, set_password
+
+    try:
+        with engine.begin() as conn:
+            if args.user_cmd == "list":
+                for u in list_users(conn):
+                    state = "disabled" if u["disabled"] else "active"
+                    print(f"{u['name']}\t{u['role']}\t{state}")
+                return EXIT_OK
+            if args.user_cmd == "add":
+                add_user(conn, args.name, args.role, _read_password())
+                audit(conn, actor, "user.added", args.name, "", {"role": args.role})
+            elif args.user_cmd == "passwd":
+                set_password(conn, args.name, _read_password())
+                audit(conn, actor, "user.password_set", args.name)
+            elif args.user_cmd in ("disable", "enable"):
+                set_disabled(conn, args.name, args.user_cmd == "disable")
+                audit(conn, actor, f"user.{args.user_cmd}d", args.name)
+    except (AuthError, ValueError) as exc:
+        print(f"floorguard console user {args.user_cmd}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"user {args.name}: {args.user_cmd} done")
+    return EXIT_OK
+
+
+def _enroll_code(args: argparse.Namespace, engine: Any, actor: str) -> int:
+    from ..policy import parse_duration
+
+    try:
+        ttl = parse_duration(args.expires)
+    except ValueError as exc:
+        print(f"floorguard console enroll-code: --expires: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(create_enrollment_code(engine, actor, args.floor, ttl))
+    return EXIT_OK
+
+
+def create_enrollment_code(engine: Any, actor: str, floor: str, ttl: float) -> str:
+    from .auth import audit, sha256_hex
+    from .db import now_us
+    from .schema import enrollment_codes
+
+    code = secrets.token_urlsafe(18)
+    now = now_us()
+    with engine.begin() as conn:
+        conn.execute(enrollment_codes.insert().values(
+            code_hash=sha256_hex(code), created_by=actor, created_us=now,
+            expires_us=now + int(ttl * 1_000_000), floor=floor))
+        audit(conn, actor, "enroll_code.created", floor, "", {"expires_s": ttl})
+    return code
+
+
+def _serve(args: argparse.Namespace, url: str) -> int:
+    import os
+
+    import uvicorn
+
+    from ..logconfig import configure
+    from .app import create_app
+    from .db import StoreError, open_store
+
+    try:
+        host, port = _parse_listen(args.listen or os.environ.get("FLOORGUARD_LISTEN",
+                                                                 "127.0.0.1:8080"))
+    except ValueError as exc:
+        print(f"floorguard console: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("floorguard console: give both --tls-cert and --tls-key", file=sys.stderr)
+        return EXIT_USAGE
+    configure(os.environ.get("FLOORGUARD_LOG_LEVEL", "info"))
+    try:
+        engine = open_store(url)
+    except StoreError as exc:
+        print(f"floorguard console: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    app = create_app(engine=engine)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"floorguard console on {scheme}://{host}:{port}/ (store: {engine.url!r})",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, ssl_certfile=args.tls_cert,
+                ssl_keyfile=args.tls_key, log_level="warning", proxy_headers=False,
+                server_header=False)
+    return EXIT_OK

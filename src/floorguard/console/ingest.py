@@ -1,0 +1,92 @@
+"""Storing events from agents: exactly once per (agent, seq), acknowledged contiguously.
+
+The console acknowledges the highest seq up to which it holds every record of the agent,
+so an agent whose batch was partly lost simply sends the rest again. A record that comes
+back with the same seq but a different hash is not stored over the first one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from .db import now_us
+from .schema import agents, events
+
+EVENT_COLUMNS = ("id", "seq", "ts", "host", "seat", "user", "control", "kind", "severity",
+                 "policy", "details", "prev", "hash")
+
+
+def ts_to_us(ts: str) -> int:
+    dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return int(dt.timestamp() * 1_000_000)
+
+
+def _insert_ignore(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(events).on_conflict_do_nothing(
+            index_elements=["agent", "seq"])
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(events).on_conflict_do_nothing(index_elements=["agent", "seq"])
+    else:  # pragma: no cover - only the two dialects are supported
+        raise RuntimeError(f"unsupported dialect {dialect}")
+    conn.execute(stmt, rows)
+
+
+def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Insert a validated batch for one agent; return the new acknowledgement.
+
+    Returns ``{"acked": N, "stored": K, "conflicts": [seq, ...]}`` where conflicts are
+    seqs already stored with a different hash (evidence was rewritten at the agent).
+    """
+    received = now_us()
+    seqs = [e["seq"] for e in batch]
+    existing: dict[int, str] = {}
+    if seqs:
+        for seq, h in conn.execute(
+            sa.select(events.c.seq, events.c.hash).where(
+                events.c.agent == agent_id, events.c.seq.in_(seqs))
+        ):
+            existing[int(seq)] = str(h)
+    rows = []
+    conflicts = []
+    for e in batch:
+        if e["seq"] in existing:
+            if existing[e["seq"]] != e["hash"]:
+                conflicts.append(e["seq"])
+            continue
+        row = {c: e[c] for c in EVENT_COLUMNS}
+        row.update(agent=agent_id, ts_us=ts_to_us(e["ts"]), received_us=received)
+        rows.append(row)
+    if rows:
+        _insert_ignore(conn, rows)
+    acked = advance_ack(conn, agent_id)
+    return {"acked": acked, "stored": len(rows), "conflicts": conflicts}
+
+
+def advance_ack(conn: Connection, agent_id: str) -> int:
+    """Move the agent's contiguous acknowledgement as far as the stored seqs allow."""
+    row = conn.execute(sa.select(agents.c.acked_seq, agents.c.last_hash)
+                       .where(agents.c.id == agent_id)).one()
+    acked, last_hash = int(row.acked_seq), str(row.last_hash)
+    while True:
+        nxt = conn.execute(
+            sa.select(events.c.seq, events.c.hash)
+            .where(events.c.agent == agent_id, events.c.seq > acked)
+            .order_by(events.c.seq).limit(1000)
+        ).all()
+        moved = False
+        for seq, h in nxt:
+            if int(seq) != acked + 1:
+                break
+            acked, last_hash, moved = int(seq), str(h), True
+        if not moved or len(nxt) < 1000:
+            break
+    conn.execute(agents.update().where(agents.c.id == agent_id)
+                 .values(acked_seq=acked, last_hash=last_hash, last_seen_us=now_us()))
+    return acked

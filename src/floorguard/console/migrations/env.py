@@ -1,0 +1,11 @@
+"""Alembic environment: run by ``floorguard.console.db.migrate`` with a live connection."""
+
+from alembic import context
+
+from floorguard.console.schema import metadata
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=metadata,
+                  render_as_batch=connection.dialect.name == "sqlite")
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,327 @@
+"""The agent's journal: an append-only, hash-chained SQLite file in WAL mode.
+
+One writer thread owns the write connection; any thread hands it events through a queue.
+A warning or violation is committed (and fsync'd: ``synchronous=FULL``) on its own at once;
+info events are group-committed, at most ``group_window`` seconds after the first of them
+arrived. ``append`` returns a ticket whose ``wait()`` returns the stored record only once
+it is durable, so a control reports an action done only after its evidence is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .events import GENESIS, SEVERITIES, canonical_json, new_id, record_hash, rfc3339
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    seq      INTEGER PRIMARY KEY,
+    id       TEXT NOT NULL,
+    ts       TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    record   TEXT NOT NULL,
+    hash     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_ts ON journal (ts);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class JournalError(Exception):
+    pass
+
+
+class JournalClosed(JournalError):
+    pass
+
+
+@dataclass
+class Entry:
+    """What a control hands over; the writer adds seq, id, ts, prev and hash."""
+
+    fields: dict[str, Any]
+    done: threading.Event
+    record: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+    def wait(self, timeout: float | None = 10.0) -> dict[str, Any]:
+        if not self.done.wait(timeout):
+            raise JournalError("the journal did not store the event in time")
+        if self.error is not None:
+            raise JournalError(f"the journal could not store the event: {self.error}")
+        assert self.record is not None
+        return self.record
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        if not path.exists():
+            raise JournalError(f"no journal at {path}: is the state directory right?")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                               check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(SCHEMA)
+    return conn
+
+
+class Journal:
+    """The single writer of ``STATE_DIR/journal.db``."""
+
+    FILE = "journal.db"
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        group_window: float = 0.1,
+    ):
+        self.dir = Path(state_dir)
+        self.path = self.dir / self.FILE
+        self.clock = clock
+        self.group_window = group_window
+        self._q: queue.Queue[Entry | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lockfile: Any = None
+        self._closed = threading.Event()
+        self.last_seq = 0
+        self.last_hash = GENESIS
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> Journal:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lockfile = open(self.dir / "journal.lock", "w")  # noqa: SIM115 held while open
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.close()
+            raise JournalError(
+                f"another floorguard agent is writing {self.path}; stop it first") from None
+        self._conn = connect(self.path)
+        # Metadata goes through its own connection so that it never joins a transaction
+        # the writer thread has open.
+        self._meta_conn = connect(self.path)
+        self._meta_lock = threading.Lock()
+        with contextlib.suppress(OSError):
+            os.chmod(self.path, 0o600)
+        row = self._conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1") \
+            .fetchone()
+        if row:
+            self.last_seq, self.last_hash = int(row[0]), str(row[1])
+        else:
+            base = self.get_meta("base_seq")
+            if base is not None:  # every record was pruned after shipping
+                self.last_seq = int(base)
+                self.last_hash = self.get_meta("base_prev") or GENESIS
+        self._thread = threading.Thread(target=self._writer, name="journal-writer",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        self._q.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+        self._conn.close()
+        self._meta_conn.close()
+        if self._lockfile is not None:
+            self._lockfile.close()
+
+    def healthy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> Journal:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(self, fields: dict[str, Any]) -> Entry:
+        """Queue an event. ``fields`` holds every record field but seq, id, ts, prev, hash."""
+        if fields.get("severity") not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}: {fields.get('severity')}")
+        if self._thread is None or self._closed.is_set():
+            raise JournalClosed("the journal is closed")
+        entry = Entry(fields=fields, done=threading.Event())
+        self._q.put(entry)
+        return entry
+
+    def record(self, fields: dict[str, Any], timeout: float | None = 10.0) -> dict[str, Any]:
+        """Append and wait until the event is durable."""
+        return self.append(fields).wait(timeout)
+
+    def _writer(self) -> None:
+        stop = False
+        while not stop:
+            first = self._q.get()
+            if first is None:
+                break
+            batch = [first]
+            urgent = first.fields["severity"] != "info"
+            deadline = time.monotonic() + (0 if urgent else self.group_window)
+            while not urgent:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    nxt = self._q.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+                urgent = nxt.fields["severity"] != "info"
+            # Take whatever else is already waiting into the same commit.
+            while not stop:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+        self._closed.set()
+        # Anything queued after close gets an error rather than silence.
+        while True:
+            try:
+                left = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if left is not None:
+                left.error = JournalClosed("the journal closed before storing the event")
+                left.done.set()
+
+    def _commit(self, batch: list[Entry]) -> None:
+        seq, prev = self.last_seq, self.last_hash
+        rows = []
+        for entry in batch:
+            seq += 1
+            now = self.clock()
+            rec = dict(entry.fields)
+            rec.update(id=new_id(now), seq=seq, ts=rfc3339(now), prev=prev)
+            rec.setdefault("details", {})
+            rec["hash"] = record_hash(rec)
+            prev = rec["hash"]
+            entry.record = rec
+            rows.append((seq, rec["id"], rec["ts"], rec["severity"], rec["kind"],
+                         canonical_json(rec), rec["hash"]))
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                "INSERT INTO journal (seq, id, ts, severity, kind, record, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            for entry in batch:
+                entry.record, entry.error = None, exc
+                entry.done.set()
+            return
+        self.last_seq, self.last_hash = seq, prev
+        for entry in batch:
+            entry.done.set()
+
+    # -- metadata (acknowledged seq, agent id) -----------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._meta_lock:
+            row = self._meta_conn.execute("SELECT value FROM meta WHERE key = ?",
+                                          (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._meta_lock:
+            self._meta_conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                    (key, value))
+
+
+class JournalReader:
+    """Read access for the CLI, the link and the tests; safe beside the running writer."""
+
+    def __init__(self, state_dir: str | Path, *, readonly: bool = True):
+        self.path = Path(state_dir) / Journal.FILE
+        self._conn = connect(self.path, readonly=readonly)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def meta(self, key: str) -> str | None:
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return None if row is None else str(row[0])
+
+    def records(self, after_seq: int = 0, limit: int | None = None,
+                since_ts: str | None = None) -> Iterator[dict[str, Any]]:
+        sql = "SELECT record FROM journal WHERE seq > ?"
+        args: list[Any] = [after_seq]
+        if since_ts is not None:
+            sql += " AND ts >= ?"
+            args.append(since_ts)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        for (text,) in self._conn.execute(sql, args):
+            yield json.loads(text)
+
+    def last_seq(self) -> int:
+        row = self._conn.execute("SELECT max(seq) FROM journal").fetchone()
+        return int(row[0] or 0)
+
+    def verify(self) -> tuple[int | None, str]:
+        """Recompute the chain over the stored records (after any pruned prefix).
+
+        Reads rows in storage order rather than by seq, so that rows swapped on disk
+        are caught as well as rows altered or removed.
+        """
+        from .events import verify_chain
+
+        base = self.meta("base_seq")
+        start = int(base) + 1 if base else 1
+        prev = self.meta("base_prev") or GENESIS
+        rows = []
+        for seq, text, stored_hash in self._conn.execute(
+            "SELECT seq, record, hash FROM journal ORDER BY rowid"
+        ):
+            try:
+                rec = json.loads(text)
+            except ValueError:
+                return int(seq), "the record is not valid JSON"
+            if rec.get("seq") != seq or rec.get("hash") != stored_hash:
+                return int(seq), "the record's columns do not match its content"
+            rows.append(rec)
+        return verify_chain(rows, start, prev)

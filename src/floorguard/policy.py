@@ -1,0 +1,623 @@
+"""The floor policy: strict TOML, one table per control.
+
+A policy file is refused whole when anything in it is wrong: an unknown key, a value of
+the wrong type, a duration or USB pattern that does not parse, or two settings that
+contradict each other. Every problem is reported as ``FILE:LINE: message`` where LINE is
+the line of the offending key (or table header), so that an admin can fix the file without
+guessing. A policy may hold only some tables; a control whose table is absent does not run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = [
+    "EgressRule",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "UsbDeviceRule",
+    "load_policy",
+    "parse_duration",
+    "parse_policy",
+    "parse_usb_pattern",
+    "usb_pattern_matches",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a policy file, located at a line."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class PolicyError(Exception):
+    """A policy that must not be applied; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class _Bad(ValueError):
+    """A value that does not convert; the message says what to write instead."""
+
+
+# --- value converters --------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"5m"``, ``"1h"``, ``"250ms"``, ``"1d"`` -> seconds."""
+    if not isinstance(text, str):
+        raise _Bad(f"expected a duration string such as \"5m\", got {_describe(text)}")
+    m = _DURATION.match(text)
+    if not m:
+        raise _Bad(f'bad duration "{text}": write a number and a unit ms, s, m, h or d, e.g. "5m"')
+    seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds <= 0:
+        raise _Bad(f'bad duration "{text}": it must be more than zero')
+    return seconds
+
+
+_USB_PART = re.compile(r"^(?:\*|[0-9a-fA-F]{2})$")
+
+
+def parse_usb_pattern(text: str) -> tuple[int | None, int | None, int | None]:
+    """``"08:*:*"`` -> (0x08, None, None). ``*`` matches anything (as in USBGuard)."""
+    if not isinstance(text, str):
+        raise _Bad(f'expected a USB interface pattern such as "08:*:*", got {_describe(text)}')
+    parts = text.split(":")
+    if len(parts) != 3 or not all(_USB_PART.match(p) for p in parts):
+        raise _Bad(
+            f'bad USB interface pattern "{text}": write class:subclass:protocol as two hex '
+            'digits or * each, e.g. "08:*:*" or "e0:01:03"'
+        )
+    cls, sub, proto = (None if p == "*" else int(p, 16) for p in parts)
+    if cls is None and (sub is not None or proto is not None):
+        raise _Bad(f'bad USB interface pattern "{text}": a wildcard class needs wildcard rest')
+    return cls, sub, proto
+
+
+def usb_pattern_matches(pattern: str, cls: int, sub: int, proto: int) -> bool:
+    pc, ps, pp = parse_usb_pattern(pattern)
+    return (
+        (pc is None or pc == cls)
+        and (ps is None or ps == sub)
+        and (pp is None or pp == proto)
+    )
+
+
+_USB_ID = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(?::(.+))?$")
+_USB_PORT = re.compile(r"^\d+-\d+(?:\.\d+)*$")
+
+
+def _describe(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+             list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _string(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Bad(f"expected a string, got {_describe(v)}")
+    if not v.strip():
+        raise _Bad("expected a non-empty string")
+    return v
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    def conv(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            hint = " (remove the quotes)" if isinstance(v, str) and v.strip().isdigit() else ""
+            raise _Bad(f"expected an integer, got {_describe(v)}{hint}")
+        if v < minimum or (maximum is not None and v > maximum):
+            top = f" and {maximum}" if maximum is not None else ""
+            raise _Bad(f"expected an integer of at least {minimum}{top}, got {v}")
+        return v
+
+    return conv
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        hint = " (write true or false without quotes)" if isinstance(v, str) else ""
+        raise _Bad(f"expected true or false, got {_describe(v)}{hint}")
+    return v
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        if v not in allowed:
+            shown = f'"{v}"' if isinstance(v, str) else _describe(v)
+            raise _Bad(f"expected one of {', '.join(allowed)}, got {shown}")
+        return str(v)
+
+    return conv
+
+
+def _duration(v: Any) -> float:
+    return parse_duration(v)
+
+
+def _usb_pattern(v: Any) -> str:
+    parse_usb_pattern(v)
+    return str(v).lower()
+
+
+def _abs_path(v: Any) -> str:
+    s = _string(v)
+    if not s.startswith("/"):
+        raise _Bad(f'expected an absolute path, got "{s}"')
+    return s
+
+
+def _glob(v: Any) -> str:
+    s = _string(v)
+    if "\x00" in s:
+        raise _Bad("a pattern cannot hold a NUL byte")
+    return s
+
+
+def _sha256(v: Any) -> str:
+    s = _string(v).lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", s):
+        raise _Bad(f'expected a SHA-256 as 64 hex digits, got "{v}"')
+    return s
+
+
+def _timezone(v: Any) -> str:
+    s = _string(v)
+    try:
+        ZoneInfo(s)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _Bad(f'unknown time zone "{s}": use an IANA name such as "Asia/Tokyo"') from exc
+    return s
+
+
+def _usb_id(v: Any) -> str:
+    s = _string(v)
+    if not _USB_ID.match(s):
+        raise _Bad(f'bad USB device id "{s}": write vendor:product in hex, e.g. "0b0e:24c8", '
+                   'optionally followed by :serial')
+    vid, pid, serial = _USB_ID.match(s).groups()  # type: ignore[union-attr]
+    return f"{vid.lower()}:{pid.lower()}" + (f":{serial}" if serial else "")
+
+
+def _usb_port(v: Any) -> str:
+    s = _string(v)
+    if not _USB_PORT.match(s):
+        raise _Bad(f'bad USB port "{s}": write the kernel port path, e.g. "1-2" or "3-1.4"')
+    return s
+
+
+def _network(v: Any) -> str:
+    s = _string(v)
+    try:
+        return str(ipaddress.ip_network(s, strict=False))
+    except ValueError as exc:
+        raise _Bad(f'bad network "{s}": write an address or CIDR, e.g. "10.0.0.0/8"') from exc
+
+
+def _port(v: Any) -> int:
+    return _int(1, 65535)(v)
+
+
+def _list(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    def conv(v: Any) -> tuple[Any, ...]:
+        if not isinstance(v, list):
+            raise _Bad(f"expected an array, got {_describe(v)}")
+        return tuple(v)  # items are converted one by one so each error gets its line
+
+    conv.item = item  # type: ignore[attr-defined]
+    return conv
+
+
+# --- the schema --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Key:
+    convert: Callable[[Any], Any]
+    default: Any = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class UsbDeviceRule:
+    id: str
+    verdict: str
+    serial: str | None = None
+    port: str | None = None
+    note: str = ""
+    line: int = 0
+
+    @property
+    def vendor(self) -> str:
+        return self.id.split(":")[0]
+
+    @property
+    def product(self) -> str:
+        return self.id.split(":")[1]
+
+    @property
+    def name(self) -> str:
+        """How events name this rule: ``usb.device[0b0e:24c8]``."""
+        extra = f":{self.serial}" if self.serial else ""
+        at = f"@{self.port}" if self.port else ""
+        return f"usb.device[{self.id}{extra}{at}]"
+
+
+@dataclass(frozen=True)
+class EgressRule:
+    net: str
+    ports: tuple[int, ...] = ()
+    note: str = ""
+
+
+_SCHEMA: dict[str, dict[str, _Key]] = {
+    "floor": {
+        "name": _Key(_string, ""),
+        "max_operators_per_sv": _Key(_int(1), None),
+        "timezone": _Key(_timezone, "Asia/Tokyo"),
+        "idle_unlocked_after": _Key(_duration, 300.0),
+    },
+    "agent": {
+        "heartbeat_interval": _Key(_duration, 30.0),
+    },
+    "usb": {
+        "mode": _Key(_choice("enforce", "audit"), "enforce"),
+        "allow": _Key(_list(_usb_pattern), ()),
+        "block": _Key(_list(_usb_pattern), ()),
+        "default": _Key(_choice("allow", "block"), "block"),
+        "new_keyboard": _Key(_choice("warn", "block", "allow"), "warn"),
+        "notify": _Key(_bool, True),
+    },
+    "usb.device": {
+        "id": _Key(_usb_id, required=True),
+        "verdict": _Key(_choice("allow", "block"), required=True),
+        "port": _Key(_usb_port, None),
+        "note": _Key(_string, ""),
+    },
+    "idle": {
+        "warn_after": _Key(_duration, None),
+        "lock_after": _Key(_duration, required=True),
+        "verify_within": _Key(_duration, 5.0),
+        "retry_every": _Key(_duration, 10.0),
+        "suspend_after": _Key(_duration, None),
+        "inhibitors": _Key(_choice("ignore", "respect"), "ignore"),
+        "stale_hint_after": _Key(_duration, 3600.0),
+        "notify": _Key(_bool, True),
+    },
+    "print": {
+        "approval": _Key(_choice("required", "off"), "required"),
+        "queues": _Key(_list(_glob), ("*",)),
+        "exempt": _Key(_list(_glob), ()),
+        "expire_after": _Key(_duration, 1800.0),
+        "note_above_pages": _Key(_int(1), None),
+        "check_interval": _Key(_duration, 2.0),
+    },
+    "files": {
+        "removable": _Key(_list(_abs_path), ()),
+        "watch": _Key(_list(_glob), ()),
+        "flag": _Key(_list(_glob), ()),
+        "approved_mounts": _Key(_list(_abs_path), ()),
+        "hash_limit": _Key(_int(0), 256 * 1024 * 1024),
+    },
+    "processes": {
+        "forbid": _Key(_list(_string), ()),
+        "forbid_paths": _Key(_list(_abs_path), ()),
+        "forbid_sha256": _Key(_list(_sha256), ()),
+        "action": _Key(_choice("kill", "report"), "report"),
+        "scan_interval": _Key(_duration, 1.0),
+        "full_scan_interval": _Key(_duration, 30.0),
+    },
+    "network": {
+        "interfaces": _Key(_list(_glob), ("lo",)),
+        "check_interval": _Key(_duration, 5.0),
+    },
+    "network.egress": {
+        "net": _Key(_network, required=True),
+        "ports": _Key(_list(_port), ()),
+        "note": _Key(_string, ""),
+    },
+}
+
+_ARRAY_TABLES = {"usb": "device", "network": "egress"}
+
+
+# --- locating keys in the source text -----------------------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*(\]\]?)\s*(?:#.*)?$")
+_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
+
+
+class _Locator:
+    """Maps a key path such as ("usb", "device", 1, "id") to its line in the file.
+
+    tomllib keeps no positions, so this reads the text the way a person does: table
+    headers open a section, ``key =`` lines belong to the open section.
+    """
+
+    def __init__(self, text: str):
+        self.sections: dict[tuple[Any, ...], int] = {}
+        self.keys: dict[tuple[Any, ...], int] = {}
+        self.lines = text.splitlines()
+        counts: dict[str, int] = {}
+        current: tuple[Any, ...] = ()
+        depth = 0  # inside a multi-line array or inline table
+        for no, raw in enumerate(self.lines, start=1):
+            line = _strip_comment(raw)
+            if depth == 0:
+                h = _HEADER.match(line)
+                if h:
+                    name = h.group(2).replace('"', "").replace(" ", "")
+                    parts: tuple[Any, ...] = tuple(name.split("."))
+                    if h.group(1) == "[[":
+                        idx = counts.get(name, 0)
+                        counts[name] = idx + 1
+                        parts = (*parts, idx)
+                    current = parts
+                    self.sections.setdefault(current, no)
+                    continue
+                k = _KEYLINE.match(line)
+                if k:
+                    self.keys.setdefault((*current, k.group(1).strip('"')), no)
+            depth += line.count("[") + line.count("{") - line.count("]") - line.count("}")
+            depth = max(depth, 0)
+
+    def line_of(self, path: tuple[Any, ...], item: Any = None) -> int:
+        for n in range(len(path), 0, -1):
+            prefix = path[:n]
+            if prefix in self.keys:
+                start = self.keys[prefix]
+                if item is not None and isinstance(item, str):
+                    needle = f'"{item}"'
+                    for off, raw in enumerate(self.lines[start - 1:], start=start):
+                        if needle in raw:
+                            return off
+                        if off > start and (_KEYLINE.match(raw) or _HEADER.match(raw)):
+                            break
+                return start
+            if prefix in self.sections:
+                return self.sections[prefix]
+        return 1
+
+
+def _strip_comment(line: str) -> str:
+    out, quote = [], ""
+    for ch in line:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            break
+        out.append(ch)
+    return "".join(out)
+
+
+# --- the policy ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy. ``tables`` holds the converted values per present table."""
+
+    source: str
+    hash: str
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def has(self, table: str) -> bool:
+        return table in self.tables
+
+    def get(self, table: str) -> dict[str, Any]:
+        """The table's values with defaults filled in; empty if the table is absent."""
+        return self.tables.get(table, {})
+
+    @property
+    def floor_name(self) -> str:
+        return str(self.get("floor").get("name", "")) or ""
+
+    def summary(self) -> str:
+        tables = ", ".join(t for t in self.tables) or "no tables"
+        return f"{self.source}: valid ({tables}); sha256 {self.hash[:16]}"
+
+
+def _convert_table(
+    name: str,
+    raw: dict[str, Any],
+    path: tuple[Any, ...],
+    loc: _Locator,
+    file: str,
+    problems: list[Problem],
+) -> dict[str, Any]:
+    schema = _SCHEMA[name]
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if name in _ARRAY_TABLES and key == _ARRAY_TABLES[name]:
+            continue
+        spec = schema.get(key)
+        if spec is None:
+            known = ", ".join(sorted(k for k in schema))
+            problems.append(Problem(file, loc.line_of((*path, key)),
+                                    f"unknown key '{key}' in [{name}] (known keys: {known})"))
+            continue
+        try:
+            converted = spec.convert(value)
+        except _Bad as exc:
+            problems.append(Problem(file, loc.line_of((*path, key)), f"{name}.{key}: {exc}"))
+            continue
+        item = getattr(spec.convert, "item", None)
+        if item is not None:
+            items = []
+            for v in converted:
+                try:
+                    items.append(item(v))
+                except _Bad as exc:
+                    shown = v if isinstance(v, str) else None
+                    problems.append(Problem(file, loc.line_of((*path, key), shown),
+                                            f"{name}.{key}: {exc}"))
+            converted = tuple(items)
+        out[key] = converted
+    for key, spec in schema.items():
+        if key not in out and key not in raw:
+            if spec.required:
+                problems.append(Problem(file, loc.line_of(path),
+                                        f"[{name}] needs the key '{key}'"))
+            else:
+                out[key] = spec.default
+    return out
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Validate policy text; raise PolicyError listing every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line = int(m.group(1)) if m else 1
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise PolicyError([Problem(source, line, f"not valid TOML: {msg}")]) from None
+    loc = _Locator(text)
+    problems: list[Problem] = []
+    tables: dict[str, dict[str, Any]] = {}
+    top_level = [k for k in _SCHEMA if "." not in k]
+    for name, value in raw.items():
+        if name not in top_level:
+            problems.append(Problem(source, loc.line_of((name,)),
+                                    f"unknown table [{name}] (known: {', '.join(top_level)})"))
+            continue
+        if not isinstance(value, dict):
+            problems.append(Problem(source, loc.line_of((name,)),
+                                    f"'{name}' must be a table, written [{name}]"))
+            continue
+        tables[name] = _convert_table(name, value, (name,), loc, source, problems)
+        sub = _ARRAY_TABLES.get(name)
+        if sub and sub in value:
+            entries = value[sub]
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                problems.append(Problem(source, loc.line_of((name, sub)),
+                                        f"{name}.{sub} must be written as [[{name}.{sub}]] tables"))
+                entries = []
+            tables[name][sub] = tuple(
+                _convert_table(f"{name}.{sub}", e, (name, sub, i), loc, source, problems)
+                | {"line": loc.line_of((name, sub, i))}
+                for i, e in enumerate(entries)
+            )
+        elif sub:
+            tables[name][sub] = ()
+    _cross_checks(tables, loc, source, problems)
+    if problems:
+        problems.sort(key=lambda p: p.line)
+        raise PolicyError(problems)
+    _finish(tables)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Policy(source=source, hash=digest, tables=tables)
+
+
+def _cross_checks(
+    tables: dict[str, dict[str, Any]], loc: _Locator, file: str, problems: list[Problem]
+) -> None:
+    usb = tables.get("usb")
+    if usb:
+        both = set(usb.get("allow") or ()) & set(usb.get("block") or ())
+        for pat in sorted(both):
+            problems.append(Problem(file, loc.line_of(("usb", "block"), pat),
+                                    f'usb: pattern "{pat}" is in both allow and block; '
+                                    "keep it in one of them"))
+        seen: dict[tuple[str, str | None], int] = {}
+        for i, dev in enumerate(usb.get("device") or ()):
+            if "id" not in dev:
+                continue
+            key = (dev["id"], dev.get("port"))
+            line = loc.line_of(("usb", "device", i, "id"))
+            if key in seen:
+                problems.append(Problem(file, line,
+                                        f'usb.device "{dev["id"]}" is listed twice (first at '
+                                        f"line {seen[key]}); keep one entry"))
+            seen.setdefault(key, line)
+    idle = tables.get("idle")
+    if idle and idle.get("lock_after") is not None:
+        lock = idle["lock_after"]
+        warn = idle.get("warn_after")
+        if warn is not None and warn >= lock:
+            problems.append(Problem(file, loc.line_of(("idle", "warn_after")),
+                                    "idle.warn_after must be shorter than idle.lock_after"))
+        sus = idle.get("suspend_after")
+        if sus is not None and sus <= lock:
+            problems.append(Problem(file, loc.line_of(("idle", "suspend_after")),
+                                    "idle.suspend_after must be longer than idle.lock_after"))
+    procs = tables.get("processes")
+    if procs:
+        for name in procs.get("forbid") or ():
+            if "/" in name:
+                problems.append(Problem(file, loc.line_of(("processes", "forbid"), name),
+                                        f'processes.forbid takes program names; put "{name}" '
+                                        "in forbid_paths instead"))
+
+
+def _finish(tables: dict[str, dict[str, Any]]) -> None:
+    """Turn checked entries into their rule objects."""
+    usb = tables.get("usb")
+    if usb:
+        rules = []
+        for dev in usb["device"]:
+            vid_pid = ":".join(dev["id"].split(":")[:2])
+            serial = dev["id"].split(":", 2)[2] if dev["id"].count(":") >= 2 else None
+            rules.append(UsbDeviceRule(id=vid_pid, verdict=dev["verdict"], serial=serial,
+                                       port=dev.get("port"), note=dev.get("note", ""),
+                                       line=dev["line"]))
+        usb["device"] = tuple(rules)
+    net = tables.get("network")
+    if net:
+        net["egress"] = tuple(EgressRule(net=e["net"], ports=tuple(e.get("ports") or ()),
+                                         note=e.get("note", "")) for e in net["egress"])
+
+
+def load_policy(path: str | Path) -> Policy:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise PolicyError([Problem(str(p), 0, f"cannot read the policy: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PolicyError([Problem(str(p), line, "not UTF-8 text; save the file as UTF-8")]) \
+            from None
+    return parse_policy(text, str(p))
+
+
+def policy_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand directories to the ``*.toml`` files in them, sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(p.glob("*.toml")))
+        else:
+            out.append(p)
+    return out
+
+
+def glob_match(pattern: str, name: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern)
