@@ -6,4 +6,5 @@ USB does not pay for CUPS or psutil code it never runs.
 
 # control name -> "module:Class"; the policy table of the same name enables it.
 CONTROLS: dict[str, str] = {
+    "idle": "floorguard.agent.idle:IdleControl",
 }
