@@ -131,8 +131,9 @@ class LogindMock:
     def prop(self, sid: str, name: str) -> Any:
         import dbus
 
-        return dbus.Interface(self._obj(sid), "org.freedesktop.DBus.Properties").Get(
+        value = dbus.Interface(self._obj(sid), "org.freedesktop.DBus.Properties").Get(
             SESSION_IFACE, name)
+        return bool(value) if isinstance(value, dbus.Boolean) else value
 
     def calls(self, sid: str | None = None) -> list[tuple[str, tuple[Any, ...]]]:
         """Mock method calls so far, on the manager or on session ``sid``."""

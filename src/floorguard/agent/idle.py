@@ -67,7 +67,7 @@ log = structlog.get_logger("floorguard.idle")
 RESCAN_EVERY = 5.0  # full re-read of sessions and inhibitors, in case a signal was lost
 RECONNECT_EVERY = 5.0
 X_RETRY_EVERY = 10.0  # after a failed X connection
-X_INPUT_TOLERANCE_MS = 250  # scheduling jitter between an X query and our timestamp
+X_INPUT_TOLERANCE_MS = 100  # jitter between the X server reading its clock and ours
 SUBPROCESS_TIMEOUT = 3.0
 
 # The doors a lock request can go through, tried in this order (then round again).
