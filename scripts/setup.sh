@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-dev python3-gi python3-dbus gcc
   umockdev libumockdev0 gir1.2-umockdev-1.0
-  dbus xvfb xdotool xprintidle x11-utils libxss1 libnotify-bin
+  dbus xvfb xdotool xprintidle xauth x11-utils libx11-6 libxss1 libnotify-bin
   cups cups-client cups-bsd cups-ipp-utils cups-filters libcups2-dev poppler-utils ghostscript
   chromium postgresql fonts-noto-cjk
   iproute2 util-linux systemd procps

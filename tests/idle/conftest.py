@@ -58,15 +58,33 @@ def need(tool: str, package: str) -> str:
 class LogindMock:
     """Drives python-dbusmock's logind the way a desktop and logind would."""
 
-    def __init__(self, address: str, manager: Any) -> None:
+    def __init__(self, address: str, server: Any) -> None:
         import dbus
 
         self.address = address
         self.bus = dbus.bus.BusConnection(address)
+        self.server = server
+        self._attach(server.obj)
+        self._held: list[Any] = []
+
+    def _attach(self, manager: Any) -> None:
+        import dbus
+
         self.manager = manager
         self.mock = dbus.Interface(manager, MOCK_IFACE)
-        self._held: list[Any] = []
         self.lock_takes(True)
+
+    def restart(self) -> None:
+        """logind restarts: its sessions are gone, a new instance owns the name."""
+        from dbusmock.testcase import SpawnedMock
+
+        self.server.terminate()
+        self.server = SpawnedMock.spawn_with_template("logind", stdout=subprocess.DEVNULL,
+                                                      stderr=subprocess.DEVNULL)
+        self._attach(self.server.obj)
+
+    def stop(self) -> None:
+        self.server.terminate()
 
     def _obj(self, sid: str) -> Any:
         return self.bus.get_object(BUS, f"/org/freedesktop/login1/session/{sid}")
@@ -169,14 +187,15 @@ def logind() -> Iterator[LogindMock]:
     saved = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
     bus = PrivateDBus(BusType.SYSTEM)
     bus.start()
-    server = None
+    mock = None
     try:
         server = SpawnedMock.spawn_with_template("logind", stdout=subprocess.DEVNULL,
                                                  stderr=subprocess.DEVNULL)
-        yield LogindMock(bus.address, server.obj)
+        mock = LogindMock(bus.address, server)
+        yield mock
     finally:
-        if server is not None:
-            server.terminate()
+        if mock is not None:
+            mock.stop()
         bus.stop()
         if saved is None:
             os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)

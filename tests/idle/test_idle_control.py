@@ -322,3 +322,17 @@ def test_policy_reload_takes_new_limits(rig: Rig) -> None:
     rig.control.apply_policy(parse_policy('[idle]\nlock_after = "1m"\n', "p.toml"))
     rig.advance(61)
     assert manager_calls(rig, "LockSession") == [("c1",)]
+
+
+def test_a_logind_restart_is_followed_and_locking_goes_on(rig: Rig) -> None:
+    rig.logind.add_session("c1", 1000, "alice", type="wayland")
+    rig.start(POLICY)
+    rig.follows("c1", user="alice")
+    rig.logind.restart()
+    rig.settle(lambda: rig.session("c1") is None, "the restart")
+    rig.logind.add_session("c2", 1001, "bob", type="wayland")
+    rig.follows("c2", user="bob")
+    idle_since_now(rig, "c2")
+    rig.advance(301)
+    rig.follows("c2", phase="locked")
+    assert manager_calls(rig, "LockSession") == [("c2",)]

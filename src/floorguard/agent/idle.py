@@ -264,6 +264,8 @@ class IdleControl(Control):
                 self._apply_signal(sig, now)
             if now >= self._next_rescan:
                 self._rescan(now)
+                if self._logind is None:
+                    return  # lost while re-reading: reconnect on a later check
             for s in list(self._sessions.values()):
                 if s.info.graphical:
                     self._step(s, now)
