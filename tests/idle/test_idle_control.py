@@ -243,7 +243,7 @@ def test_user_switch_moves_the_operator_and_the_background_session_still_locks(
     rig.advance(301)
     rig.follows("c1", phase="locked")
     [locked] = rig.wait_events("idle.locked")
-    assert locked["user"] == "alice"
+    assert locked["user"] == "alice" and locked["details"]["foreground"] is False
     assert rig.agent.state["locked"] is False  # bob's session, in front, is open
     # Events without a session name the operator in front: bob.
     rec = rig.agent.record("idle", "idle.warned", "info", {"probe": True}, wait=True)
@@ -281,7 +281,7 @@ def test_lock_seat_command_locks_the_active_session_now(rig: Rig) -> None:
     rig.logind.add_session("c1", 1000, "alice", type="wayland")
     rig.start(POLICY)
     assert "lock_seat" in rig.agent.commands.names()
-    result = rig.agent.commands.run("lock_seat", {"actor": "sv1"})
+    result = rig.agent.commands.run("lock_seat", {"by": "sv1", "reason": "sv"})
     assert result == {"ok": True, "locked": True, "method": "LockSession",
                       "session": "c1", "user": "alice"}
     rig.follows("c1", phase="locked")
@@ -336,3 +336,25 @@ def test_a_logind_restart_is_followed_and_locking_goes_on(rig: Rig) -> None:
     rig.advance(301)
     rig.follows("c2", phase="locked")
     assert manager_calls(rig, "LockSession") == [("c2",)]
+
+
+def test_losing_logind_is_recorded_and_the_control_reconnects(rig: Rig) -> None:
+    rig.logind.add_session("c1", 1000, "alice", type="wayland")
+    rig.start(POLICY)
+    rig.follows("c1", user="alice")
+    rig.logind.server.terminate()  # logind gone; the bus stays
+    rig.settle(lambda: rig.control.status()["logind"] != "connected", "logind's loss")
+    [gap] = rig.events("agent.control_unavailable")
+    assert gap["control"] == "agent" and gap["details"]["control"] == "idle"
+    assert gap["details"]["reason"].startswith("lost logind")
+    rig.advance(5)
+    rig.advance(5)
+    assert len(rig.events("agent.control_unavailable")) == 1  # once per outage
+    rig.logind.restart()
+    rig.logind.add_session("c2", 1001, "bob", type="wayland")
+    rig.advance(5)
+    rig.follows("c2", user="bob")
+    assert rig.session("c1") is None
+    idle_since_now(rig, "c2")
+    rig.advance(301)
+    rig.follows("c2", phase="locked")

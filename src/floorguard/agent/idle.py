@@ -286,17 +286,20 @@ class IdleControl(Control):
                 log.warning("cannot reach logind; idle lock paused", error=str(exc))
             self._logind_error = str(exc)
             return False
-        log.info("reconnected to logind")
+        log.warning("reconnected to logind; idle lock resumes")
         self._logind_error = ""
         self._next_rescan = now
         return True
 
     def _lost(self, exc: LogindError) -> None:
-        log.warning("lost logind", error=str(exc))
+        log.warning("lost logind; idle lock paused until it is back", error=str(exc))
         self._logind_error = str(exc)
         if self._logind is not None:
             with contextlib.suppress(Exception):
                 self._logind.close()
+            # A seat nobody watches is a coverage gap: evidence, once per outage.
+            self.ctx.record("agent", "agent.control_unavailable", "warning",
+                            {"control": self.name, "reason": f"lost logind: {exc}"})
         self._logind = None
 
     def _apply_signal(self, sig: Signal, now: float) -> None:
@@ -536,8 +539,10 @@ class IdleControl(Control):
             s.phase = "active"
 
     def _where(self, s: _Session) -> dict[str, Any]:
+        # "foreground": the session in front on its seat (a switched-away one is not).
         return {"session": s.info.id, "session_type": s.info.type,
-                "logind_seat": s.info.seat, "display": s.info.display or None}
+                "logind_seat": s.info.seat, "display": s.info.display or None,
+                "foreground": s.info.active}
 
     def _warn(self, s: _Session, idle_for: float) -> None:
         assert self.limits is not None
@@ -666,8 +671,9 @@ class IdleControl(Control):
 
     def lock_seat(self, args: dict[str, Any]) -> dict[str, Any]:
         """Command ``lock_seat``: lock the active graphical session on seat0 (or
-        ``args["session"]``) now. Answers within ``verify_within`` whether it locked;
-        the journal gets ``idle.locked`` (initiated "console") or ``idle.lock_failed``."""
+        ``args["session"]``) now, in the name of ``args["by"]`` (the SV). Answers within
+        ``verify_within`` whether it locked; the journal gets ``idle.locked`` (initiated
+        "console") or ``idle.lock_failed``."""
         try:
             return self._lock_seat(args)
         except Exception as exc:  # runs on the link's thread: never let it die there
@@ -678,7 +684,7 @@ class IdleControl(Control):
         sid = args.get("session")
         if sid is not None and not isinstance(sid, str):
             return {"ok": False, "error": "'session' must be a session id string"}
-        actor = args.get("actor")
+        actor = args.get("by") or args.get("actor")  # the console sends "by"
         with self._lock:
             if self._logind is None or self.limits is None:
                 return {"ok": False, "error": f"logind is not reachable: {self._logind_error}"}
