@@ -126,3 +126,16 @@ def test_the_connection_is_kept_between_queries(xvfb: Xserver) -> None:
     assert x._dpy == handle
     x.close()
     assert x._dpy is None
+
+
+def test_dead_connections_are_closed_not_leaked(tmp_path: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        server = start_xvfb(tmp_path)
+        x = X11Idle(server.display)
+        x.idle_ms()
+        stop_xvfb(server)
+        with pytest.raises(X11Error):
+            x.idle_ms()
+        x.close()
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -257,6 +257,8 @@ class X11Idle:
                 else "without an X authority file"
             raise X11Error(f"cannot open X display {self.display} {how}: is the server "
                            "running and does this user have access?")
+        # A freed Display's address can come back from malloc: a fresh one is not broken.
+        lib.broken.discard(int(dpy))
         if lib.has_exit_handler:
             lib.x11.XSetIOErrorExitHandler(dpy, lib._on_io_exit, None)
         ev, err = ctypes.c_int(), ctypes.c_int()
@@ -274,24 +276,20 @@ class X11Idle:
         root = lib.x11.XDefaultRootWindow(dpy)
         ok = lib.xss.XScreenSaverQueryInfo(dpy, root, self._info)
         if dpy in lib.broken or not ok:
-            self._forget(close=dpy not in lib.broken)
-            lib.broken.discard(dpy)
+            self._forget()
             raise X11Error(f"lost the connection to X display {self.display}")
         return int(self._info.contents.idle)
 
-    def _forget(self, close: bool) -> None:
+    def _forget(self) -> None:
         lib = _xlib()
         if self._info is not None:
             lib.x11.XFree(self._info)
             self._info = None
-        if self._dpy is not None and close:
+        if self._dpy is not None:
+            # Safe on a dead connection too (our handlers return); it frees the socket.
             lib.x11.XCloseDisplay(self._dpy)
+            lib.broken.discard(self._dpy)
         self._dpy = None
 
     def close(self) -> None:
-        if self._dpy is None:
-            return
-        lib = _xlib()
-        broken = self._dpy in lib.broken
-        lib.broken.discard(self._dpy)
-        self._forget(close=not broken)
+        self._forget()
