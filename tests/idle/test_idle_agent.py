@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.idle.conftest import LogindMock
+from tests.idle.conftest import LogindMock, Xserver
 from tests.live import AgentProcess, floorguard
 
 POLICY = """\
@@ -77,6 +77,24 @@ def test_agent_without_logind_records_the_gap(tmp_path: Path) -> None:
         [gap] = agent.wait_for("agent.control_unavailable")
         assert gap["details"]["control"] == "idle"
         assert "idle lock needs logind" in gap["details"]["reason"]
+        assert agent.stop() == 0
+    finally:
+        agent.stop()
+
+
+def test_agent_trusts_x_when_the_idle_hint_is_stuck(tmp_path: Path, logind: LogindMock,
+                                                   xvfb: Xserver) -> None:
+    # The desktop never sets IdleHint; the X server sees no input on the display.
+    logind.add_session("c1", 1000, "alice", type="x11", display=xvfb.display)
+    agent = agent_for(tmp_path, logind.address, '[idle]\nlock_after = "1s"\n'
+                      'stale_hint_after = "2s"\nnotify = false\n')
+    try:
+        agent.start()
+        [stale] = agent.wait_for("idle.source_stale")
+        assert stale["details"]["display"] == xvfb.display
+        assert stale["details"]["x_idle_for"] >= 2.0
+        [locked] = agent.wait_for("idle.locked")
+        assert locked["details"]["source"] == "x11"
         assert agent.stop() == 0
     finally:
         agent.stop()

@@ -127,3 +127,15 @@ def test_escaped_session_paths_give_the_session_id() -> None:
     assert session_id_from_path("/org/freedesktop/login1/session/_31") == "1"
     assert session_id_from_path("/org/freedesktop/login1/session/c2") == "c2"
     assert session_id_from_path("/org/freedesktop/login1/session/_32_33") == "23"
+
+
+def test_set_locked_hint_reaches_the_session(logind: LogindMock) -> None:
+    path = logind.add_session("c1", 1000, "alice")
+    lg = Logind(logind.address)
+    try:
+        lg.set_locked_hint(path, True)
+        assert lg.session(path).locked_hint is True
+        lg.set_locked_hint(path, False)
+        assert lg.session(path).locked_hint is False
+    finally:
+        lg.close()
