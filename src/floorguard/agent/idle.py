@@ -261,11 +261,13 @@ class IdleControl(Control):
                 self._lost(exc)
                 return
             for sig in signals:
-                self._apply_signal(sig, now)
-            if now >= self._next_rescan:
-                self._rescan(now)
                 if self._logind is None:
-                    return  # lost while re-reading: reconnect on a later check
+                    return  # lost while reading a session: reconnect on a later check
+                self._apply_signal(sig, now)
+            if self._logind is not None and now >= self._next_rescan:
+                self._rescan(now)
+            if self._logind is None:
+                return  # lost while re-reading: reconnect on a later check
             for s in list(self._sessions.values()):
                 if s.info.graphical:
                     self._step(s, now)
@@ -347,8 +349,11 @@ class IdleControl(Control):
         assert self._logind is not None
         try:
             fresh = self._logind.session(s.info.path, s.info.id)
-        except LogindError:
-            self._untrack(s.info.path)
+        except LogindError as exc:
+            if self._logind.alive:
+                self._untrack(s.info.path)  # logind no longer knows it: the session ended
+            else:
+                self._lost(exc)  # the bus went: keep the sessions until logind is back
             return
 
         def swap() -> None:
@@ -389,6 +394,8 @@ class IdleControl(Control):
             if path not in present:
                 self._untrack(path)
         for sid, _uid, _user, _seat, path in rows:
+            if self._logind is None:
+                return
             if path in self._sessions:
                 self._refresh(self._sessions[path], now)
             else:
