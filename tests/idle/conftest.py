@@ -64,6 +64,7 @@ class LogindMock:
         self.address = address
         self.bus = dbus.bus.BusConnection(address)
         self.server = server
+        self.private_bus: Any = None  # the PrivateDBus, for tests that take the bus away
         self._attach(server.obj)
         self._held: list[Any] = []
 
@@ -192,6 +193,7 @@ def logind() -> Iterator[LogindMock]:
         server = SpawnedMock.spawn_with_template("logind", stdout=subprocess.DEVNULL,
                                                  stderr=subprocess.DEVNULL)
         mock = LogindMock(bus.address, server)
+        mock.private_bus = bus
         yield mock
     finally:
         if mock is not None:

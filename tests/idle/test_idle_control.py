@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from floorguard.events import verify_chain
 from tests.idle.conftest import Rig
 
@@ -358,3 +360,20 @@ def test_losing_logind_is_recorded_and_the_control_reconnects(rig: Rig) -> None:
     idle_since_now(rig, "c2")
     rig.advance(301)
     rig.follows("c2", phase="locked")
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_system_bus_going_away_is_recorded_and_no_thread_dies_unnoticed(
+        rig: Rig) -> None:
+    rig.logind.add_session("c1", 1000, "alice", type="wayland")
+    rig.start(POLICY)
+    rig.follows("c1", user="alice")
+    rig.logind.stop()
+    rig.logind.private_bus.stop()
+    rig.settle(lambda: rig.control.status()["logind"] != "connected", "the bus's loss")
+    [gap] = rig.events("agent.control_unavailable")
+    assert gap["details"]["reason"].startswith("lost logind")
+    rig.advance(5)  # reconnecting fails with a message that says where it looked
+    assert "cannot connect to the system bus" in rig.control.status()["logind"]
+    assert rig.agent.commands.run("lock_seat", {})["error"].startswith(
+        "logind is not reachable")

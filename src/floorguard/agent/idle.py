@@ -277,7 +277,7 @@ class IdleControl(Control):
         if self._logind is not None and self._logind.alive:
             return True
         if self._logind is not None:
-            self._lost(LogindError("the system bus connection closed"))
+            self._lost(LogindError(self._logind.error or "the system bus connection closed"))
         if now < self._next_reconnect:
             return False
         self._next_reconnect = now + RECONNECT_EVERY

@@ -5,14 +5,14 @@ It lists sessions and reads their properties, calls ``LockSession``, ``Session.L
 ``SessionNew``/``SessionRemoved`` on the manager, ``PropertiesChanged`` (IdleHint,
 LockedHint, Active...) and ``Lock``/``Unlock`` on sessions.
 
-Threading choice: jeepney's ``DBusRouter`` owns the socket and reads it on its own
-thread; replies go back to the caller, and every signal we subscribed to is put on a
-queue. Nothing of ours runs on that thread: the idle control drains the queue in its
-clock-driven ``check()``, so all session state is changed on one thread, no callback can
-die silently, and a test drives the whole control by advancing a clock. The subscriptions
-are explicit ``AddMatch`` rules (not proxies built from introspection), because logind
-does not have to list its signals in introspection data (python-dbusmock's logind does
-not).
+Threading choice: one blocking reader thread per connection owns the socket's receiving
+side. It hands each method reply to the caller waiting for it and puts every signal on a
+queue; it runs no other code, and anything that ends it (the bus going away) is caught
+and turned into ``alive == False``, never a dead thread nobody noticed. The idle control
+drains the queue in its clock-driven ``check()``, so all session state changes on one
+thread and a test drives the whole control by advancing a clock. The subscriptions are
+explicit ``AddMatch`` rules (not proxies built from introspection), because logind does
+not have to list its signals in introspection data (python-dbusmock's logind does not).
 
 The connection honours ``DBUS_SYSTEM_BUS_ADDRESS``, or takes an explicit address.
 """
@@ -21,13 +21,19 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from jeepney import DBusAddress, MatchRule, Message, MessageType, new_method_call
+import structlog
+from jeepney import DBusAddress, HeaderFields, MatchRule, Message, MessageType, new_method_call
 from jeepney.bus_messages import message_bus
-from jeepney.io.threading import DBusRouter, open_dbus_connection
+from jeepney.io.threading import DBusConnection, ReceiveStopped, open_dbus_connection
 from jeepney.wrappers import DBusErrorResponse, unwrap_msg
+
+log = structlog.get_logger("floorguard.logind")
 
 BUS_NAME = "org.freedesktop.login1"
 MANAGER_PATH = "/org/freedesktop/login1"
@@ -182,6 +188,72 @@ def _owner_rule() -> MatchRule:
     return rule
 
 
+class _Reader:
+    """The connection's receiving side on its own thread: replies to their callers,
+    signals to a queue. Guarded: when it ends, pending calls fail and ``alive`` is False."""
+
+    def __init__(self, conn: DBusConnection, signals: queue.Queue[Message]):
+        self.conn = conn
+        self.signals = signals
+        self.error = ""
+        self._pending: dict[int, Future[Message]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="logind-dbus", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def call(self, msg: Message, timeout: float) -> Message:
+        fut: Future[Message] = Future()
+        with self._lock:
+            if not self._thread.is_alive():
+                raise ConnectionError(self.error or "the connection is closed")
+            serial = next(self.conn.outgoing_serial)
+            self._pending[serial] = fut
+        try:
+            self.conn.send(msg, serial=serial)
+            return fut.result(timeout)
+        except FutureTimeout:
+            raise TimeoutError(f"no answer within {timeout:g}s") from None
+        finally:
+            with self._lock:
+                self._pending.pop(serial, None)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                msg = self.conn.receive()
+                reply_to = msg.header.fields.get(HeaderFields.reply_serial)
+                if reply_to is not None:
+                    with self._lock:
+                        fut = self._pending.get(reply_to)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+                elif msg.header.message_type == MessageType.signal:
+                    self.signals.put(msg)
+        except ReceiveStopped:
+            self.error = "the connection was closed"
+        except Exception as exc:  # the bus went away, or sent something unreadable
+            self.error = f"the system bus connection ended: {exc or type(exc).__name__}"
+            if not self._closed:
+                log.warning("lost the system bus", error=self.error)
+        finally:
+            with self._lock:
+                pending = list(self._pending.values())
+            for fut in pending:
+                if not fut.done():
+                    fut.set_exception(ConnectionError(self.error))
+
+    def close(self) -> None:
+        self._closed = True
+        self.conn.interrupt()
+        self._thread.join(timeout=5)
+        self.conn.close()
+
+
 class Logind:
     """A connection to logind. ``address`` defaults to ``DBUS_SYSTEM_BUS_ADDRESS`` (or the
     standard system bus socket)."""
@@ -194,9 +266,8 @@ class Logind:
         except (OSError, ValueError, ConnectionError) as exc:
             raise LogindError(f"cannot connect to the system bus at {self.address}: {exc}. "
                               "Is dbus running (or DBUS_SYSTEM_BUS_ADDRESS right)?") from None
-        self._router = DBusRouter(conn)
         self._signals: queue.Queue[Message] = queue.Queue()
-        self._filter: Any = None
+        self._reader = _Reader(conn, self._signals)
         self._manager = DBusAddress(MANAGER_PATH, bus_name=BUS_NAME, interface=MANAGER_IFACE)
         try:
             self._call(new_method_call(self._bus_proxy(), "GetNameOwner", "s", (BUS_NAME,)))
@@ -216,35 +287,32 @@ class Logind:
 
     def _call(self, msg: Message, timeout: float = CALL_TIMEOUT) -> tuple[Any, ...]:
         try:
-            reply = self._router.send_and_get_reply(msg, timeout=timeout)
+            reply = self._reader.call(msg, timeout)
             return tuple(unwrap_msg(reply))
         except DBusErrorResponse as exc:
             raise LogindError(f"{exc.name}: {' '.join(str(a) for a in exc.data)}") from None
         except (OSError, TimeoutError, ConnectionError) as exc:
             raise LogindError(f"the system bus did not answer: {exc or type(exc).__name__}"
                               ) from None
-        except Exception as exc:  # RouterClosed and friends: the connection is gone
-            raise LogindError(f"the system bus connection is closed: {exc}") from None
 
     def _subscribe(self) -> None:
-        # One local filter for every signal: the bus only routes what we asked for.
-        self._filter = self._router.filter(MatchRule(type=MessageType.signal),
-                                           queue=self._signals)
+        # The reader queues every signal: the bus only routes to us what we asked for.
         for rule in (*_RULES, _owner_rule()):
             self._call(message_bus.AddMatch(rule))
 
     def close(self) -> None:
-        if self._filter is not None:
-            self._filter.close()
-            self._filter = None
-        router = getattr(self, "_router", None)
-        if router is not None:
-            router.close()
-            router.conn.close()
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
 
     @property
     def alive(self) -> bool:
-        return bool(self._router._rcv_thread.is_alive())
+        return self._reader.alive
+
+    @property
+    def error(self) -> str:
+        """Why the connection ended (empty while it is alive)."""
+        return self._reader.error
 
     # -- reading -------------------------------------------------------------------------
 
@@ -308,8 +376,6 @@ class Logind:
 
 
 def _parse_signal(msg: Message) -> Signal | None:
-    from jeepney import HeaderFields
-
     fields = msg.header.fields
     member = fields.get(HeaderFields.member)
     iface = fields.get(HeaderFields.interface)
