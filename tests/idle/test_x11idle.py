@@ -139,3 +139,20 @@ def test_dead_connections_are_closed_not_leaked(tmp_path: Path) -> None:
             x.idle_ms()
         x.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_missing_x_libraries_are_named_with_their_package(
+        monkeypatch: pytest.MonkeyPatch, xvfb: Xserver) -> None:
+    import ctypes.util
+
+    from floorguard.agent import x11idle
+
+    real = ctypes.util.find_library
+    monkeypatch.setattr(x11idle, "_lib", None)  # load afresh, then put the real one back
+    monkeypatch.setattr(ctypes.util, "find_library",
+                        lambda name: None if name == "Xss" else real(name))
+    with pytest.raises(X11Error, match=r"libXss is not installed \(Debian package libxss1\)"):
+        X11Idle(xvfb.display).idle_ms()
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(X11Error, match=r"libX11 is not installed \(Debian package libx11-6\)"):
+        X11Idle(xvfb.display).idle_ms()
