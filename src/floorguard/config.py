@@ -32,6 +32,7 @@ class AgentConfig:
     ca_file: str = ""
     allow_insecure_http: bool = False
     sysfs_root: str = "/sys"
+    runtime_dir: str = "/run/floorguard"  # pid file the USB udev helper checks
     cups_server: str = ""  # default: CUPS_SERVER or the local socket
     log_level: str = "info"
     journal_max_mb: int = 512

@@ -6,5 +6,6 @@ USB does not pay for CUPS or psutil code it never runs.
 
 # control name -> "module:Class"; the policy table of the same name enables it.
 CONTROLS: dict[str, str] = {
+    "usb": "floorguard.agent.usb:UsbControl",
     "idle": "floorguard.agent.idle:IdleControl",
 }
