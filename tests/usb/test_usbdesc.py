@@ -158,14 +158,21 @@ def test_a_vendor_interface_named_mtp_is_a_phone() -> None:
     ("headset_storage", "partial", "usb.block[08:*:*]"),
     ("android_mtp", "blocked", "usb.block[ff:*:*]"),
     ("android_rndis", "blocked", "usb.block[e0:*:*]"),
-    ("iphone", "partial", "usb.block[06:*:*]"),
+    ("iphone", "blocked", "usb.block[06:*:*]"),
     ("usb_ethernet", "blocked", "usb.block[ff:*:*]"),
     ("keyboard", "allowed", "usb.allow[03:*:*]"),
     ("hub", "allowed", "usb.allow[09:*:*]"),
 ])
 def test_baseline_verdicts(name: str, verdict: str, rule: str) -> None:
-    d = evaluate(rules(), ident(name), desc(name))
+    d = evaluate(rules(), ident(name), desc(name), recognition=recognize(desc(name)))
     assert (d.verdict, d.rule) == (verdict, rule)
+
+
+def test_a_phone_with_an_allowed_configuration_is_still_blocked_whole() -> None:
+    iphone = desc("iphone")
+    assert evaluate(rules(), ident("iphone"), iphone).verdict == "partial"
+    d = evaluate(rules(), ident("iphone"), iphone, recognition=recognize(iphone))
+    assert d.verdict == "blocked" and "phone device" in d.reason
 
 
 def test_partial_names_each_interface_and_its_rule() -> None:

@@ -204,6 +204,8 @@ class UsbControl(Control):
         self._wake_r, self._wake_w = -1, -1
         self._stopping = threading.Event()
         self.decisions = 0
+        self.uevents = 0
+        self.last_uevent: tuple[str, str] = ("", "")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -279,7 +281,7 @@ class UsbControl(Control):
         with self._lock:
             blocked = sum(1 for k in self.known.values() if k.decision.verdict == "blocked")
             return {"mode": self.rules.mode, "devices": len(self.known), "blocked": blocked,
-                    "decisions": self.decisions}
+                    "decisions": self.decisions, "uevents": self.uevents}
 
     # -- the monitor thread ----------------------------------------------------------
 
@@ -311,6 +313,8 @@ class UsbControl(Control):
 
     def _on_uevent(self, device: Any) -> None:
         action, subsystem = device.action, device.subsystem
+        self.uevents += 1
+        self.last_uevent = (action, device.sys_path)
         if subsystem == "usb":
             devtype = device.device_type
             if devtype == "usb_device":
@@ -367,7 +371,8 @@ class UsbControl(Control):
             recognition = recognize(desc, names)
             others = any(k.keyboard and k.authorized and k.path != path
                          for k in self.known.values())
-            decision = evaluate(rules, ident, desc, keyboard_present=others)
+            decision = evaluate(rules, ident, desc, keyboard_present=others,
+                                recognition=recognition)
         previous = self.known.get(path)
         authorized = self._apply(path, decision, present=present)
         known = Known(path, devnum, ident, recognition, decision, authorized)
@@ -384,6 +389,11 @@ class UsbControl(Control):
         adapter = self._adapter()
         audit = self.rules.mode == "audit"
         if decision.verdict == "blocked" and not audit:
+            if adapter.read(path, "authorized") == "1":
+                # In use until now: unbind the interfaces' drivers first, then the device.
+                for _cfg, _num, ipath in adapter.interfaces(path):
+                    if adapter.read(ipath, "authorized") == "1":
+                        self._set(ipath, "0")
             # Written even when the kernel default already left it unauthorized: a device
             # enumerated before the defaults were set must not keep its driver.
             self._set(path, "0")

@@ -449,12 +449,19 @@ def _group(desc: Descriptors) -> dict[tuple[int, int], list[Interface]]:
     return out
 
 
+WHOLE_DEVICE_KINDS = ("phone", "network")
+
+
 def evaluate(rules: UsbRules, ident: Identity, desc: Descriptors, *,
-             keyboard_present: bool = False) -> Decision:
+             keyboard_present: bool = False,
+             recognition: Recognition | None = None) -> Decision:
     """Decide a device: device rules first, then every interface (block > allow > default).
 
     An interface with alternate settings is allowed only if every setting is. The device
     is ``allowed`` when every interface is, ``blocked`` when none is, else ``partial``.
+    A phone or network device with any blocked interface is blocked whole: an iPhone's
+    audio configuration must not make the phone itself welcome at the desk (charging,
+    and a configuration switch away from its blocked interfaces).
     """
     groups = _group(desc)
     dev_rule = _device_rule(rules.devices, ident)
@@ -483,6 +490,10 @@ def evaluate(rules: UsbRules, ident: Identity, desc: Descriptors, *,
         decision = Decision("allowed", ivs[0].rule, ivs)
     elif len(blocked) == len(ivs):
         decision = Decision("blocked", blocked[0].rule, ivs)
+    elif recognition is not None and recognition.kind in WHOLE_DEVICE_KINDS:
+        decision = Decision("blocked", blocked[0].rule, ivs,
+                            reason=f"a {recognition.kind} device with blocked interfaces "
+                                   "is blocked whole")
     else:
         decision = Decision("partial", blocked[0].rule, ivs)
     is_keyboard = any(i.cls == 0x03 and i.subclass == 0x01 and i.protocol == 0x01
