@@ -53,6 +53,7 @@ import os
 import queue
 import re
 import select
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ log = structlog.get_logger("floorguard.usb")
 PID_FILE = "usb-agent.pid"
 _INTERFACE_NAME = re.compile(r"^(?P<dev>[0-9.\-]+):(?P<cfg>\d+)\.(?P<num>\d+)$")
 RECEIVE_BUFFER = 64 * 1024 * 1024
+SWITCH_INTERVAL = 0.0002  # seconds
 INVALID_DESCRIPTORS = "invalid_descriptors"
 BYPASS_RULE = "authorized_outside_floorguard"
 
@@ -117,19 +119,34 @@ class SysfsUsb:
 
     def read(self, path: str, attr: str) -> str | None:
         try:
-            with open(f"{path}/{attr}", encoding="utf-8", errors="replace") as f:
-                return f.read().strip()
+            raw = self._read(f"{path}/{attr}")
         except OSError:
             return None
+        return raw.decode("utf-8", "replace").strip()
 
     def read_descriptors(self, path: str) -> bytes:
-        # Binary mode: the attribute holds NUL bytes, where libudev's getter stops.
-        with open(f"{path}/descriptors", "rb") as f:
-            return f.read()
+        # Raw bytes: the attribute holds NULs, where libudev's attribute getter stops.
+        return self._read(f"{path}/descriptors")
+
+    @staticmethod
+    def _read(name: str) -> bytes:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def write(self, path: str, attr: str, value: str) -> None:
-        with open(f"{path}/{attr}", "w", encoding="ascii") as f:
-            f.write(value)
+        # One open and one write, as the kernel's attribute store expects; no O_TRUNC
+        # (meaningless on sysfs, and a costly path under umockdev).
+        fd = os.open(f"{path}/{attr}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode("ascii"))
+        finally:
+            os.close(fd)
 
     def interfaces(self, path: str) -> list[tuple[int, int, str]]:
         """(configuration, interface number, path) of the interfaces sysfs has now."""
@@ -217,6 +234,10 @@ class UsbControl(Control):
         why = self.adapter.available()
         if why:
             raise ControlUnavailable(why)
+        # A thread waiting for the GIL gets it after at most this long: the default 5 ms
+        # would let any CPU-bound work elsewhere in the agent (a process scan, a report)
+        # sit between a uevent and its decision.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._writer = threading.Thread(target=self._evidence_loop, name="usb-evidence",
                                         daemon=True)
         self._writer.start()
@@ -353,7 +374,6 @@ class UsbControl(Control):
             # Never lock out the keyboard the operator is typing on: at start a second
             # keyboard is reported, not blocked.
             rules = dataclasses.replace(rules, new_keyboard="warn")
-        devnum = adapter.read(path, "devnum")
         reason = ""
         desc: Descriptors | None
         try:
@@ -362,6 +382,8 @@ class UsbControl(Control):
             desc, reason = None, f"malformed descriptors: {exc}"
         except OSError as exc:
             desc, reason = None, f"cannot read the descriptors: {exc.strerror or exc}"
+        # Only what the decision needs is read before it is written; the strings that
+        # only the evidence needs are read afterwards.
         ident = self._identity(path, port, desc)
         if desc is None:
             recognition = Recognition("other", ())
@@ -375,7 +397,13 @@ class UsbControl(Control):
                                 recognition=recognition)
         previous = self.known.get(path)
         authorized = self._apply(path, decision, present=present)
-        known = Known(path, devnum, ident, recognition, decision, authorized)
+        ident = dataclasses.replace(
+            ident, serial=ident.serial if ident.serial is not None
+            else adapter.read(path, "serial"),
+            manufacturer=adapter.read(path, "manufacturer"),
+            product_name=adapter.read(path, "product"))
+        known = Known(path, adapter.read(path, "devnum"), ident, recognition, decision,
+                      authorized)
         self.known[path] = known
         self.decisions += 1
         if changes_only and previous is not None and previous.decision == decision:
@@ -389,7 +417,7 @@ class UsbControl(Control):
         adapter = self._adapter()
         audit = self.rules.mode == "audit"
         if decision.verdict == "blocked" and not audit:
-            if adapter.read(path, "authorized") == "1":
+            if present and adapter.read(path, "authorized") == "1":
                 # In use until now: unbind the interfaces' drivers first, then the device.
                 for _cfg, _num, ipath in adapter.interfaces(path):
                     if adapter.read(ipath, "authorized") == "1":
@@ -527,9 +555,12 @@ class UsbControl(Control):
             vendor, product = desc.device.vendor, desc.device.product
         else:
             vendor, product = _hex(read(path, "idVendor")), _hex(read(path, "idProduct"))
-        return Identity(vendor=vendor, product=product, serial=read(path, "serial"),
-                        port=port, manufacturer=read(path, "manufacturer"),
-                        product_name=read(path, "product"))
+        # The serial is read before the decision only when a device rule needs it.
+        vid, pid = f"{vendor:04x}", f"{product:04x}"
+        wanted = any(r.serial is not None and r.vendor == vid and r.product == pid
+                     for r in self.rules.devices)
+        return Identity(vendor=vendor, product=product,
+                        serial=read(path, "serial") if wanted else None, port=port)
 
     def _interface_names(self, path: str) -> dict[tuple[int, int], str]:
         adapter = self._adapter()

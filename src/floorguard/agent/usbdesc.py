@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from ..policy import UsbDeviceRule, parse_usb_pattern
 
@@ -49,8 +49,7 @@ class DescriptorError(ValueError):
     """The descriptors are malformed or truncated; the message says where and how."""
 
 
-@dataclass(frozen=True)
-class DeviceDescriptor:
+class DeviceDescriptor(NamedTuple):
     usb_version: int
     device_class: int
     device_subclass: int
@@ -65,8 +64,7 @@ class DeviceDescriptor:
     num_configurations: int
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     address: int
     attributes: int
 
@@ -79,8 +77,7 @@ class Endpoint:
         return ("control", "isochronous", "bulk", "interrupt")[self.attributes & 0x03]
 
 
-@dataclass(frozen=True)
-class Function:
+class Function(NamedTuple):
     """An Interface Association Descriptor: interfaces that form one function."""
 
     first_interface: int
@@ -90,8 +87,7 @@ class Function:
     protocol: int
 
 
-@dataclass(frozen=True)
-class Interface:
+class Interface(NamedTuple):
     config: int  # bConfigurationValue of the configuration holding it
     number: int
     alternate: int
@@ -107,8 +103,7 @@ class Interface:
         return f"{self.cls:02x}:{self.subclass:02x}:{self.protocol:02x}"
 
 
-@dataclass(frozen=True)
-class Configuration:
+class Configuration(NamedTuple):
     value: int
     num_interfaces: int
     attributes: int
@@ -121,11 +116,9 @@ class Configuration:
 class Descriptors:
     device: DeviceDescriptor
     configurations: tuple[Configuration, ...]
+    # Every interface (and alternate setting) of every configuration.
+    interfaces: tuple[Interface, ...]
 
-    @property
-    def interfaces(self) -> tuple[Interface, ...]:
-        """Every interface (and alternate setting) of every configuration."""
-        return tuple(i for c in self.configurations for i in c.interfaces)
 
 
 def parse_descriptors(data: bytes) -> Descriptors:
@@ -163,7 +156,8 @@ def parse_descriptors(data: bytes) -> Descriptors:
     if len(configs) != min(device.num_configurations, _MAX_CONFIGS):
         raise DescriptorError(f"the device descriptor announces {device.num_configurations} "
                               f"configuration(s), {len(configs)} present")
-    return Descriptors(device=device, configurations=tuple(configs))
+    return Descriptors(device=device, configurations=tuple(configs),
+                       interfaces=tuple(i for c in configs for i in c.interfaces))
 
 
 def _parse_config(data: bytes, start: int, index: int) -> tuple[Configuration, int]:
@@ -186,12 +180,14 @@ def _parse_config(data: bytes, start: int, index: int) -> tuple[Configuration, i
                               f"{len(data) - start} are present")
     interfaces: list[Interface] = []
     functions: list[Function] = []
-    current: dict[str, Any] | None = None
+    current: tuple[Any, ...] | None = None
     endpoints: list[Endpoint] = []
 
     def close() -> None:
         if current is not None:
-            interfaces.append(Interface(endpoints=tuple(endpoints), **current))
+            cfg, number, alt, cls, sub, proto, iif, fn = current
+            interfaces.append(Interface(cfg, number, alt, cls, sub, proto, iif,
+                                        tuple(endpoints), fn))
 
     pos = start + blen
     while pos < end:
@@ -212,8 +208,7 @@ def _parse_config(data: bytes, start: int, index: int) -> tuple[Configuration, i
             fn = next((f for f in functions
                        if f.first_interface <= number < f.first_interface + f.interface_count),
                       None)
-            current = {"config": value, "number": number, "alternate": alt, "cls": cls,
-                       "subclass": sub, "protocol": proto, "i_interface": iif, "function": fn}
+            current = (value, number, alt, cls, sub, proto, iif, fn)
             endpoints = []
         elif dtype == _ENDPOINT:
             if dlen < _ENDPOINT_LEN:
@@ -222,7 +217,7 @@ def _parse_config(data: bytes, start: int, index: int) -> tuple[Configuration, i
             if current is None:
                 raise DescriptorError(f"{where}: endpoint descriptor at byte {pos} comes "
                                       "before any interface")
-            endpoints.append(Endpoint(address=data[pos + 2], attributes=data[pos + 3]))
+            endpoints.append(Endpoint(data[pos + 2], data[pos + 3]))
         elif dtype == _IAD:
             if dlen < _IAD_LEN:
                 raise DescriptorError(f"{where}: interface association at byte {pos} is {dlen} "
@@ -353,6 +348,10 @@ class UsbRules:
     devices: tuple[UsbDeviceRule, ...] = ()
     new_keyboard: str = "warn"
     notify: bool = True
+    # (class, subclass, protocol) -> (verdict, rule): the patterns never change for one
+    # policy, and a decision sits on the path from uevent to kernel.
+    _judged: dict[tuple[int, int, int], tuple[str, str]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> UsbRules:
@@ -379,8 +378,7 @@ class Identity:
         return f"{self.vendor:04x}:{self.product:04x}"
 
 
-@dataclass(frozen=True)
-class InterfaceVerdict:
+class InterfaceVerdict(NamedTuple):
     config: int
     number: int
     classes: tuple[str, ...]  # one cc:ss:pp per alternate setting, deduplicated
@@ -433,6 +431,14 @@ def _device_rule(rules: Iterable[UsbDeviceRule], ident: Identity) -> UsbDeviceRu
 
 
 def _judge(rules: UsbRules, i: Interface) -> tuple[str, str]:
+    key = (i.cls, i.subclass, i.protocol)
+    hit = rules._judged.get(key)
+    if hit is None:
+        hit = rules._judged[key] = _judge_uncached(rules, i)
+    return hit
+
+
+def _judge_uncached(rules: UsbRules, i: Interface) -> tuple[str, str]:
     for p in rules.block:
         if p.matches(i.cls, i.subclass, i.protocol):
             return "block", f"usb.block[{p.text}]"
