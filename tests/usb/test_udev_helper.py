@@ -23,11 +23,15 @@ RULES = REPO / "systemd" / "70-floorguard-usb.rules"
 HID_OR_HUB = {"keyboard", "receiver", "hub"}
 
 
-def guard(tb: Any, path: str, run_dir: Path) -> subprocess.CompletedProcess[str]:
+def guard(tb: Any, path: str, run_dir: Path,
+          cmdline: str = "BOOT_IMAGE=/vmlinuz root=/dev/sda1 usbcore.authorized_default=0"
+          ) -> subprocess.CompletedProcess[str]:
     import os
 
+    (run_dir / "cmdline").write_text(cmdline + "\n")
     env = {**os.environ, "UMOCKDEV_DIR": tb.get_root_dir(),
-           "FLOORGUARD_RUNTIME_DIR": str(run_dir), "PATH": "/usr/bin:/bin"}
+           "FLOORGUARD_RUNTIME_DIR": str(run_dir), "PATH": "/usr/bin:/bin",
+           "FLOORGUARD_CMDLINE": str(run_dir / "cmdline")}
     res = subprocess.run(["sh", str(HELPER), path], env=env, capture_output=True, text=True,
                          timeout=20, check=False)
     assert res.returncode == 0, res.stderr
@@ -50,6 +54,14 @@ def test_helper_deauthorizes_a_storage_device_that_got_through(testbed: Any,
     testbed.add_from_string(umockdev_text(FLASH_DRIVE, "1-1", authorized="1"))
     guard(testbed, f"{SYS}/1-1", run_dir)
     assert attr(f"{SYS}/1-1") == "0"
+
+
+def test_recovery_option_on_the_kernel_command_line_opens_usb(testbed: Any,
+                                                               run_dir: Path) -> None:
+    testbed.add_from_string(umockdev_text(FLASH_DRIVE, "1-1"))
+    guard(testbed, f"{SYS}/1-1", run_dir,
+          cmdline="root=/dev/sda1 systemd.unit=rescue.target floorguard.usb=open")
+    assert attr(f"{SYS}/1-1") == "1" and attr(f"{SYS}/1-1/1-1:1.0") == "1"
 
 
 def test_helper_sets_root_hubs_to_deny(testbed: Any, run_dir: Path) -> None:
