@@ -285,6 +285,7 @@ class UsbControl(Control):
         blocked has been authorized behind its back."""
         with self._lock:
             self._deny_by_default()
+            self.ctx.state["usb"] = self.status()
             if self.rules.mode != "enforce":
                 return
             adapter = self._adapter()
