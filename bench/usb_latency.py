@@ -14,7 +14,7 @@ after a write. Three subjects over the same mixed devices:
   every 20 ms (what a process control does) and a heartbeat-like journal event every
   100 ms.
 
-    python bench/usb_latency.py [--plugs 1000] [--devices 20]
+    python bench/usb_latency.py [--plugs 1000] [--devices 20] [--gap-ms 5] [--nice -10]
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def start_subject(kind: str, tb: Any, workdir: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def measure(tb: Any, paths: list[str], plugs: int) -> list[float]:
+def measure(tb: Any, paths: list[str], plugs: int, gap: float) -> list[float]:
     root = tb.get_root_dir()
     ino = Inotify()
     wds = {p: ino.watch(f"{root}{p}/authorized") for p in paths}
@@ -224,7 +224,7 @@ def measure(tb: Any, paths: list[str], plugs: int) -> list[float]:
         done = ino.wait_for(wds[path])
         if i >= 20:  # the first plugs warm caches up
             samples.append((done - start) * 1000)
-        time.sleep(0.001)  # let the subject finish recording before the next plug
+        time.sleep(gap)  # plugs are isolated events: the subject records in between
     os.close(ino.fd)
     return samples
 
@@ -241,6 +241,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plugs", type=int, default=1000)
     parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--gap-ms", type=float, default=5.0,
+                        help="pause between plugs (default 5 ms)")
     parser.add_argument("--nice", type=int, default=0,
                         help="run the timing side at this nice value (e.g. -10, as root)")
     parser.add_argument("--serve", choices=("bare", "idle", "busy"), help=argparse.SUPPRESS)
@@ -282,7 +284,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             proc = start_subject(kind, tb, Path(tmp))
             try:
-                rows[name] = summary(name, measure(tb, paths, args.plugs))
+                rows[name] = summary(name, measure(tb, paths, args.plugs,
+                                                  args.gap_ms / 1000))
             finally:
                 proc.terminate()
                 proc.wait(30)
