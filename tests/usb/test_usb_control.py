@@ -280,3 +280,21 @@ def test_a_stopped_control_leaves_devices_and_writes_the_pid_file_only_while_run
     usb.stop()
     assert not os.path.exists(pid_file)
     assert attr(head) == "1"
+
+
+def test_interfaces_appearing_after_authorization_follow_the_decision(
+        usb: UsbHarness) -> None:
+    # On a real kernel the interfaces appear only once the device is authorized (and
+    # again after a configuration switch), each unauthorized under the deny default.
+    usb.start(BASELINE)
+    bare = dataclasses.replace(DEVICES["headset_storage"], interfaces=())
+    path = usb.plug(bare, "1-1")
+    (e,) = usb.wait_event(ALLOWED, port="1-1")
+    assert e["severity"] == "warning" and attr(path) == "1"
+    for num, cls in ((0, "01"), (3, "03"), (4, "08")):
+        usb.tb.add_from_string(
+            f"P: {path[4:]}/1-1:1.{num}\nE: SUBSYSTEM=usb\nE: DEVTYPE=usb_interface\n"
+            f"A: bInterfaceClass={cls}\nA: authorized=0\n")
+    usb.settle()
+    assert attr(f"{path}/1-1:1.0") == "1" and attr(f"{path}/1-1:1.3") == "1"
+    assert attr(f"{path}/1-1:1.4") == "0", "the storage interface never gets a driver"
