@@ -241,16 +241,20 @@ class UsbControl(Control):
         self._writer = threading.Thread(target=self._evidence_loop, name="usb-evidence",
                                         daemon=True)
         self._writer.start()
-        # Listen before looking: a device plugged while the present ones are judged is
-        # then seen twice at worst (the second time is recognised), never missed.
-        self._monitor = self.adapter.monitor()
-        self._monitor.start()
-        self._deny_by_default()
-        self._reconcile(present=True, changes_only=False)
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._monitor_loop, name="usb-monitor",
-                                        daemon=True)
-        self._thread.start()
+        try:
+            # Listen before looking: a device plugged while the present ones are judged
+            # is then seen twice at worst (the second time is recognised), never missed.
+            self._monitor = self.adapter.monitor()
+            self._monitor.start()
+            self._deny_by_default()
+            self._reconcile(present=True, changes_only=False)
+            self._wake_r, self._wake_w = os.pipe()
+            self._thread = threading.Thread(target=self._monitor_loop, name="usb-monitor",
+                                            daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.stop()  # no half-started threads; the kernel defaults stay deny
+            raise
         self._write_pid_file()
         log.info("usb control started", mode=self.rules.mode, devices=len(self.known))
 
@@ -316,7 +320,10 @@ class UsbControl(Control):
             except (OSError, ValueError):
                 if self._stopping.is_set():
                     return
-                raise
+                # Monitoring must not end on a hiccup: devices stay blocked meanwhile.
+                log.exception("waiting for uevents failed; retrying")
+                self._stopping.wait(0.1)
+                continue
             if self._wake_r in ready:
                 return
             while True:
