@@ -176,7 +176,7 @@ def serve_agent(workdir: Path, busy: bool) -> None:
     policy.write_text(POLICY + (BUSY if busy else ""))
     (workdir / "run").mkdir(exist_ok=True)
     config = AgentConfig(state_dir=str(workdir / "state"), policy=str(policy),
-                         runtime_dir=str(workdir / "run"), seat="BENCH")
+                         runtime_dir=str(workdir / "run"), seat="BENCH", log_level="error")
     factories: dict[str, Callable[[Any], Control]] = {"usb": UsbControl}
     if busy:
         factories["processes"] = ProcessScan

@@ -208,8 +208,9 @@ SYS = "/sys/devices/usb1"
 
 
 class UsbHarness:
-    """The real UsbControl inside a real Agent (journal, recorder, operator), in this
-    process, against the testbed."""
+    """The real USB decisions inside a real Agent (journal, recorder, operator), against
+    the testbed: in this process (``UsbDecider``, so tests can wait for its uevents), or
+    in the worker process the agent runs (``UsbControl``, ``worker=True``)."""
 
     def __init__(self, tb: Any, tmp_path: Path, run_dir: Path):
         from floorguard.agent.daemon import Agent
@@ -226,14 +227,15 @@ class UsbHarness:
         self.notices: list[tuple[str | None, str, str]] = []
         self.control: Any = None
 
-    def start(self, policy_text: str) -> Any:
-        from floorguard.agent.usb import UsbControl
+    def start(self, policy_text: str, worker: bool = False) -> Any:
+        from floorguard.agent.usb import UsbControl, UsbDecider
         from floorguard.policy import parse_policy
 
         policy = parse_policy(policy_text, str(self.tmp_path / "policy.toml"))
         self.agent.policy = policy
-        self.control = UsbControl(self.agent.ctx,
-                                  notify=lambda u, t, b: self.notices.append((u, t, b)))
+        cls = UsbControl if worker else UsbDecider
+        self.control = cls(self.agent.ctx,
+                           notify=lambda u, t, b: self.notices.append((u, t, b)))
         self.control.start(policy)
         return self.control
 

@@ -298,3 +298,43 @@ def test_interfaces_appearing_after_authorization_follow_the_decision(
     usb.settle()
     assert attr(f"{path}/1-1:1.0") == "1" and attr(f"{path}/1-1:1.3") == "1"
     assert attr(f"{path}/1-1:1.4") == "0", "the storage interface never gets a driver"
+
+
+def test_the_agent_runs_decisions_in_a_worker_process(usb: UsbHarness) -> None:
+    control = usb.start(BASELINE, worker=True)
+    with open(os.path.join(usb.config.runtime_dir, "usb-agent.pid")) as f:
+        pid = int(f.read())
+    assert pid != os.getpid() and pid == control.status()["worker"]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert b"floorguard.agent.usb import worker_main" in f.read()
+    stick = usb.plug(FLASH_DRIVE, "1-1", settle=False)
+    head = usb.plug(HEADSET, "1-2", devnum=6, settle=False)
+    (blocked,) = usb.wait_event(BLOCKED, port="1-1")
+    (allowed,) = usb.wait_event(ALLOWED, port="1-2")
+    assert allowed["details"]["rule"] == "usb.allow[01:*:*]"
+    assert blocked["user"] == "alice" and blocked["details"]["recognition"] == "storage"
+    assert attr(stick) == "0" and attr(head) == "1"
+    # The notice comes from this side, after the violation is durable.
+    wait_until(lambda: usb.notices, what="the operator to be notified")
+    assert usb.notices[0][0] == "alice" and "Cruzer Blade" in usb.notices[0][2]
+    usb.reload(BASELINE + f'[[usb.device]]\nid = "0781:5567:{FLASH_DRIVE.serial}"\n'
+               'verdict = "allow"\n')
+    usb.wait_event(ALLOWED, port="1-1")
+    assert attr(stick) == "1"
+    usb.stop()
+    assert not os.path.exists(os.path.join(usb.config.runtime_dir, "usb-agent.pid"))
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the worker to exit")
+
+
+def test_a_worker_that_dies_is_recorded_and_restarted(usb: UsbHarness) -> None:
+    control = usb.start(BASELINE, worker=True)
+    first = control.status()["worker"]
+    os.kill(first, 9)
+    (gap,) = usb.wait_event("agent.control_unavailable", control="usb")
+    assert "exited" in gap["details"]["reason"]
+    assert attr(SYS, "authorized_default") == "0", "deny by default while no worker runs"
+    control.check()
+    second = control.status()["worker"]
+    assert second and second != first
+    usb.plug(DEVICES["android_mtp"], "1-1", settle=False)
+    usb.wait_event(BLOCKED, port="1-1")

@@ -36,23 +36,27 @@ Every event names the rule that decided (``usb.device[...]``, ``usb.block[..]``,
 serial, manufacturer and product strings), the interfaces with their verdicts, the port,
 and what the device was recognised as (storage, phone, network, hid, audio, hub, other).
 
-Ordering. The kernel state is the action and the event is its evidence. A decision is
-written to ``authorized`` first, on the monitor thread, within a fraction of a millisecond
-of the uevent; the event is then handed to an evidence thread that journals it and, for a
-block, waits until it is durable (fsync) before the operator is notified and the block is
-logged as done. If journaling fails the device simply stays as decided (a blocked device
-stays blocked) and the failure is logged. An allowed device whose event was lost in a crash
-is recorded again when the restarted agent judges the devices present.
+Where and in what order. The decisions run in a worker process of the agent, so nothing
+else the agent does competes with them for the interpreter lock. The kernel state is the
+action and the event is its evidence: a decision is written to ``authorized`` first, on
+the worker's monitor thread, within a fraction of a millisecond of the uevent; the event
+then goes to the agent, which journals it and, for a block, waits until it is durable
+(fsync) before the operator is notified. If journaling fails the device simply stays as
+decided (a blocked device stays blocked) and the failure is logged. An allowed device
+whose event was lost in a crash is recorded again when the restarted agent judges the
+devices present.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import queue
 import re
 import select
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -63,7 +67,7 @@ from typing import Any
 import structlog
 
 from ..journal import JournalError
-from ..policy import Policy
+from ..policy import Policy, UsbDeviceRule
 from .control import Control, ControlContext, ControlUnavailable
 from .desktop import notify_user
 from .usbdesc import (
@@ -200,8 +204,9 @@ class _Evidence:
 _STOP: Any = object()
 
 
-class UsbControl(Control):
-    """Fail-closed USB device and interface authorization (see the module docstring)."""
+class UsbDecider(Control):
+    """The decisions and their writes to sysfs (see the module docstring), in whichever
+    process runs them: the agent's USB worker, or the caller's own (tests)."""
 
     name = "usb"
     check_interval = 10.0
@@ -647,7 +652,7 @@ class UsbControl(Control):
             log.error("USB decision not recorded; the device stays as decided",
                       kind=ev.kind, port=ev.details.get("port"), error=str(exc))
             return
-        log.info("usb decision", kind=ev.kind, severity=ev.severity,
+        log.debug("usb decision", kind=ev.kind, severity=ev.severity,
                  port=ev.details.get("port"), id=ev.details.get("id"),
                  rule=ev.details.get("rule"))
         if ev.notify is not None:
@@ -709,3 +714,243 @@ def _hex(text: str | None) -> int:
         return int(text or "0", 16)
     except ValueError:
         return 0
+
+
+# --- the agent side: decisions run in their own process -----------------------------------
+
+
+class UsbControl(Control):
+    """USB control (policy table ``[usb]``; see the module docstring for what it does).
+
+    The decisions run in a worker process of their own (``floorguard.agent.usb``'s
+    ``worker_main``), so that nothing else the agent does (process scans, reports,
+    the journal) competes with them for the interpreter lock between a uevent and its
+    ``authorized`` write. The worker sends every decision back as an event; this side
+    journals it and, once a block is durable, notifies the operator. The worker ends when
+    the agent does (its input closes); if it dies alone, the kernel default stays deny,
+    the gap is recorded, and the next check starts a new one.
+    """
+
+    name = "usb"
+    check_interval = 10.0
+
+    def __init__(self, ctx: ControlContext, *, notify: Notify | None = None):
+        super().__init__(ctx)
+        self.notify: Notify = notify or notify_user
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._send_lock = threading.Lock()
+        self._started = threading.Event()
+        self._start_error: str | None = None
+        self._stopping = False
+        self.worker_status: dict[str, Any] = {}
+
+    def start(self, policy: Policy) -> None:
+        super().start(policy)
+        self._spawn(policy)
+
+    def apply_policy(self, policy: Policy) -> None:
+        super().apply_policy(policy)
+        self._send({"op": "policy", **_policy_message(policy)})
+
+    def check(self) -> None:
+        """Restarts a worker that died; otherwise asks it to reconcile (see UsbDecider)."""
+        if self._stopping or self.policy is None:
+            return
+        if self._proc is None or self._proc.poll() is not None:
+            try:
+                self._spawn(self.policy)
+            except ControlUnavailable as exc:
+                log.error("the USB worker did not restart", error=str(exc))
+            return
+        self._send({"op": "check"})
+
+    def status(self) -> dict[str, Any]:
+        alive = self._proc is not None and self._proc.poll() is None
+        return {**self.worker_status, "worker": self._proc.pid if alive and self._proc
+                else None}
+
+    def stop(self) -> None:
+        """Stops the worker after it has handed over every decision. Authorization and the
+        deny defaults stay as they are."""
+        self._stopping = True
+        proc = self._proc
+        if proc is None:
+            return
+        self._send({"op": "stop"})
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(10)
+        self._proc = None
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _spawn(self, policy: Policy) -> None:
+        self._started.clear()
+        self._start_error = None
+        # The worker imports this very package (wherever it is installed) and inherits
+        # the process environment untouched; stdout carries the protocol, stderr is the
+        # agent's log stream.
+        root = str(Path(__file__).resolve().parents[2])
+        code = (f"import sys; sys.path.insert(0, {root!r}); "
+                "from floorguard.agent.usb import worker_main; sys.exit(worker_main())")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._proc = proc
+        self._reader = threading.Thread(target=self._read_loop, args=(proc,),
+                                        name="usb-worker-reader", daemon=True)
+        self._reader.start()
+        config = self.ctx.config
+        self._send({"op": "start", "config": {"sysfs_root": config.sysfs_root,
+                                              "runtime_dir": config.runtime_dir,
+                                              "log_level": config.log_level},
+                    **_policy_message(policy)})
+        if not self._started.wait(WORKER_START_TIMEOUT):
+            self._start_error = "the USB worker did not start in time"
+        if self._start_error is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait(5)
+            self._proc = None
+            raise ControlUnavailable(self._start_error)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        with self._send_lock:
+            try:
+                proc.stdin.write(json.dumps(message) + "\n")
+                proc.stdin.flush()
+            except (OSError, ValueError) as exc:
+                log.error("cannot reach the USB worker", error=str(exc))
+
+    def _read_loop(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                self._handle(json.loads(line))
+            except Exception:  # one bad message must not end the hand-over
+                log.exception("handling a message from the USB worker failed")
+        if not self._started.is_set() or self._start_error is not None:
+            # A failed start is reported by start() itself.
+            self._start_error = self._start_error or "the USB worker exited at start"
+            self._started.set()
+            return
+        if not self._stopping:
+            code = proc.wait()
+            log.error("the USB worker stopped; USB stays deny-by-default", code=code)
+            self.ctx.record("agent", "agent.control_unavailable", "warning",
+                            {"control": self.name,
+                             "reason": f"the USB worker exited with code {code}; "
+                                       "restarting at the next check"})
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        if "event" in msg:
+            kind, severity, details = msg["event"]
+            try:
+                # Warnings and violations return only once durable: the notice below
+                # (sent by the worker after the event) follows the evidence.
+                self.record(kind, severity, details)
+            except JournalError as exc:
+                log.error("USB decision not recorded; the device stays as decided",
+                          kind=kind, port=details.get("port"), error=str(exc))
+        elif "notify" in msg:
+            title, body = msg["notify"]
+            user = self.ctx.operator.current()
+            try:
+                self.notify(user, title, body)
+            except Exception:
+                log.exception("notifying the operator failed", user=user)
+        elif "status" in msg:
+            self.worker_status = dict(msg["status"])
+            self.ctx.state["usb"] = self.status()
+        elif "ready" in msg:
+            self.worker_status = dict(msg["ready"])
+            self._started.set()
+        elif "unavailable" in msg:
+            self._start_error = str(msg["unavailable"])
+            self._started.set()
+
+
+WORKER_START_TIMEOUT = 30.0
+
+
+def _policy_message(policy: Policy) -> dict[str, Any]:
+    table = dict(policy.get("usb"))
+    table["device"] = [dataclasses.asdict(r) for r in table.get("device", ())]
+    return {"usb": table, "source": policy.source, "hash": policy.hash}
+
+
+def _policy_from_message(msg: dict[str, Any]) -> Policy:
+    table = dict(msg["usb"])
+    table["device"] = tuple(UsbDeviceRule(**d) for d in table.get("device", ()))
+    return Policy(source=str(msg.get("source", "")), hash=str(msg.get("hash", "")),
+                  tables={"usb": table})
+
+
+def worker_main() -> int:
+    """The USB worker: runs a UsbDecider and speaks JSON lines with the agent."""
+    from ..config import AgentConfig
+    from ..logconfig import configure
+    from .control import Commands, Operator
+
+    # The protocol gets its own copy of stdout; anything printed goes to the log stream.
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    lock = threading.Lock()
+
+    def send(message: dict[str, Any]) -> None:
+        with lock:
+            out.write(json.dumps(message) + "\n")
+            out.flush()
+
+    def forward(control: str, kind: str, severity: str, details: dict[str, Any], *,
+                user: str | None = None, wait: bool | None = None) -> dict[str, Any] | None:
+        send({"event": [kind, severity, details]})
+        return None
+
+    decider: UsbDecider | None = None
+    for line in sys.stdin:
+        msg = json.loads(line)
+        op = msg.get("op")
+        if op == "start":
+            cfg = msg["config"]
+            configure(cfg.get("log_level", "info"))
+            ctx = ControlContext(config=AgentConfig(sysfs_root=cfg["sysfs_root"],
+                                                    runtime_dir=cfg["runtime_dir"]),
+                                 record=forward, commands=Commands(), operator=Operator())
+            decider = UsbDecider(ctx, notify=lambda _u, t, b: send({"notify": [t, b]}))
+            try:
+                decider.start(_policy_from_message(msg))
+            except ControlUnavailable as exc:
+                send({"unavailable": str(exc)})
+                return 0
+            except Exception as exc:
+                log.exception("the USB worker failed to start")
+                send({"unavailable": f"failed to start: {type(exc).__name__}: {exc}"})
+                return 1
+            send({"ready": decider.status()})
+        elif decider is None:
+            continue
+        elif op == "policy":
+            decider.apply_policy(_policy_from_message(msg))
+        elif op == "check":
+            decider.check()
+            send({"status": decider.status()})
+        elif op == "stop":
+            break
+    if decider is not None:
+        decider.stop()  # hands over every decision before the worker ends
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
