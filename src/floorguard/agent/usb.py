@@ -240,8 +240,9 @@ class UsbDecider(Control):
         if why:
             raise ControlUnavailable(why)
         # A thread waiting for the GIL gets it after at most this long: the default 5 ms
-        # would let any CPU-bound work elsewhere in the agent (a process scan, a report)
-        # sit between a uevent and its decision.
+        # would let CPU-bound work on another thread of this process (the evidence
+        # hand-over; everything else when a decider runs inside the agent) sit between a
+        # uevent and its decision.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._writer = threading.Thread(target=self._evidence_loop, name="usb-evidence",
                                         daemon=True)
