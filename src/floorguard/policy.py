@@ -30,6 +30,7 @@ __all__ = [
     "parse_duration",
     "parse_policy",
     "parse_usb_pattern",
+    "read_policy_text",
     "usb_pattern_matches",
 ]
 
@@ -60,7 +61,7 @@ class _Bad(ValueError):
 
 # --- value converters --------------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION = re.compile(r"\s*([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d)\s*")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -68,7 +69,7 @@ def parse_duration(text: str) -> float:
     """``"90s"``, ``"5m"``, ``"1h"``, ``"250ms"``, ``"1d"`` -> seconds."""
     if not isinstance(text, str):
         raise _Bad(f"expected a duration string such as \"5m\", got {_describe(text)}")
-    m = _DURATION.match(text)
+    m = _DURATION.fullmatch(text)
     if not m:
         raise _Bad(f'bad duration "{text}": write a number and a unit ms, s, m, h or d, e.g. "5m"')
     seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
@@ -77,7 +78,7 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-_USB_PART = re.compile(r"^(?:\*|[0-9a-fA-F]{2})$")
+_USB_PART = re.compile(r"\*|[0-9a-fA-F]{2}")
 
 
 def parse_usb_pattern(text: str) -> tuple[int | None, int | None, int | None]:
@@ -85,7 +86,7 @@ def parse_usb_pattern(text: str) -> tuple[int | None, int | None, int | None]:
     if not isinstance(text, str):
         raise _Bad(f'expected a USB interface pattern such as "08:*:*", got {_describe(text)}')
     parts = text.split(":")
-    if len(parts) != 3 or not all(_USB_PART.match(p) for p in parts):
+    if len(parts) != 3 or not all(_USB_PART.fullmatch(p) for p in parts):
         raise _Bad(
             f'bad USB interface pattern "{text}": write class:subclass:protocol as two hex '
             'digits or * each, e.g. "08:*:*" or "e0:01:03"'
@@ -105,8 +106,8 @@ def usb_pattern_matches(pattern: str, cls: int, sub: int, proto: int) -> bool:
     )
 
 
-_USB_ID = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(?::(.+))?$")
-_USB_PORT = re.compile(r"^\d+-\d+(?:\.\d+)*$")
+_USB_ID = re.compile(r"([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(?::([\x21-\x7e]{1,126}))?")
+_USB_PORT = re.compile(r"[0-9]{1,3}-[0-9]{1,3}(?:\.[0-9]{1,3}){0,6}")
 
 
 def _describe(value: Any) -> str:
@@ -194,16 +195,17 @@ def _timezone(v: Any) -> str:
 
 def _usb_id(v: Any) -> str:
     s = _string(v)
-    if not _USB_ID.match(s):
+    m = _USB_ID.fullmatch(s)
+    if not m:
         raise _Bad(f'bad USB device id "{s}": write vendor:product in hex, e.g. "0b0e:24c8", '
-                   'optionally followed by :serial')
-    vid, pid, serial = _USB_ID.match(s).groups()  # type: ignore[union-attr]
+                   'optionally followed by :serial (printable, no spaces)')
+    vid, pid, serial = m.groups()
     return f"{vid.lower()}:{pid.lower()}" + (f":{serial}" if serial else "")
 
 
 def _usb_port(v: Any) -> str:
     s = _string(v)
-    if not _USB_PORT.match(s):
+    if not _USB_PORT.fullmatch(s):
         raise _Bad(f'bad USB port "{s}": write the kernel port path, e.g. "1-2" or "3-1.4"')
     return s
 
@@ -345,74 +347,155 @@ _ARRAY_TABLES = {"usb": "device", "network": "egress"}
 
 # --- locating keys in the source text -----------------------------------------------------
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*(\]\]?)\s*(?:#.*)?$")
-_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
+_ONE_KEY = r"""(?:[A-Za-z0-9_\-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_KEY_PART = re.compile(r'\s*(?:([A-Za-z0-9_\-]+)|"((?:[^"\\]|\\.)*)"|\'([^\']*)\')\s*')
+_DOTTED = _ONE_KEY + r"(?:\s*\.\s*" + _ONE_KEY + ")*"
+_HEADER = re.compile(r"^\s*(\[\[?)\s*(" + _DOTTED + r")\s*(\]\]?)\s*$")
+_KEYLINE = re.compile(r"^\s*(" + _DOTTED + r")\s*=")
+
+
+def _key_parts(dotted: str) -> tuple[str, ...]:
+    """``a."b.c".d`` -> ("a", "b.c", "d")."""
+    parts = []
+    pos = 0
+    while pos < len(dotted):
+        m = _KEY_PART.match(dotted, pos)
+        if not m:
+            break
+        parts.append(next(g for g in m.groups() if g is not None))
+        pos = m.end()
+        if pos < len(dotted) and dotted[pos] == ".":
+            pos += 1
+    return tuple(parts)
+
+
+def _mask(text: str) -> list[str]:
+    """The text's lines with comments removed and the inside of every string blanked.
+
+    Brackets, ``#`` and ``=`` inside strings then no longer confuse the line scanner, and
+    positions still match the original lines. A line that begins inside a multi-line
+    string is blanked whole.
+    """
+    out: list[str] = []
+    quote = ""  # the open string's delimiter: ", ', """ or '''
+    for raw in text.split("\n"):
+        chars = list(raw)
+        i = 0
+        while i < len(raw):
+            ch = raw[i]
+            if quote:
+                if quote in ('"', '"""') and ch == "\\":  # an escape: skip the next char
+                    chars[i] = " "
+                    if i + 1 < len(raw):
+                        chars[i + 1] = " "
+                    i += 2
+                    continue
+                if raw.startswith(quote, i):
+                    i += len(quote)
+                    quote = ""
+                    continue
+                chars[i] = " "
+                i += 1
+                continue
+            if ch == "#":
+                del chars[i:]
+                break
+            if ch in "\"'":
+                triple = ch * 3
+                quote = triple if raw.startswith(triple, i) else ch
+                i += len(quote)
+                continue
+            i += 1
+        if quote in ('"', "'"):
+            quote = ""  # a one-line string cannot run on; tomllib reports the error
+        out.append("".join(chars))
+    return out
 
 
 class _Locator:
     """Maps a key path such as ("usb", "device", 1, "id") to its line in the file.
 
     tomllib keeps no positions, so this reads the text the way a person does: table
-    headers open a section, ``key =`` lines belong to the open section.
+    headers open a section, ``key =`` lines belong to the open section, and a value
+    (a multi-line array, say) runs until its brackets close.
     """
 
     def __init__(self, text: str):
         self.sections: dict[tuple[Any, ...], int] = {}
         self.keys: dict[tuple[Any, ...], int] = {}
-        self.lines = text.splitlines()
-        counts: dict[str, int] = {}
+        self.ends: dict[tuple[Any, ...], int] = {}  # last line of the key's value
+        self.lines = text.split("\n")
+        masked = _mask(text)
+        counts: dict[tuple[str, ...], int] = {}
         current: tuple[Any, ...] = ()
+        open_key: tuple[Any, ...] | None = None
         depth = 0  # inside a multi-line array or inline table
-        for no, raw in enumerate(self.lines, start=1):
-            line = _strip_comment(raw)
+        for no, (raw, line) in enumerate(zip(self.lines, masked, strict=True), start=1):
             if depth == 0:
                 h = _HEADER.match(line)
                 if h:
-                    name = h.group(2).replace('"', "").replace(" ", "")
-                    parts: tuple[Any, ...] = tuple(name.split("."))
+                    parts: tuple[Any, ...] = _key_parts(raw[h.start(2):h.end(2)])
                     if h.group(1) == "[[":
-                        idx = counts.get(name, 0)
-                        counts[name] = idx + 1
+                        idx = counts.get(parts, 0)
+                        counts[parts] = idx + 1
                         parts = (*parts, idx)
                     current = parts
                     self.sections.setdefault(current, no)
+                    open_key = None
                     continue
                 k = _KEYLINE.match(line)
                 if k:
-                    self.keys.setdefault((*current, k.group(1).strip('"')), no)
+                    open_key = (*current, *_key_parts(raw[k.start(1):k.end(1)]))
+                    self.keys.setdefault(open_key, no)
             depth += line.count("[") + line.count("{") - line.count("]") - line.count("}")
             depth = max(depth, 0)
+            if open_key is not None:
+                self.ends[open_key] = no
+                if depth == 0:
+                    open_key = None
+
+    def _first_under(self, prefix: tuple[Any, ...]) -> int | None:
+        lines = [no for table in (self.keys, self.sections) for path, no in table.items()
+                 if path[:len(prefix)] == prefix]
+        return min(lines) if lines else None
 
     def line_of(self, path: tuple[Any, ...], item: Any = None) -> int:
+        """The line of ``path``; with ``item``, the line of that item in the key's array."""
         for n in range(len(path), 0, -1):
             prefix = path[:n]
             if prefix in self.keys:
                 start = self.keys[prefix]
-                if item is not None and isinstance(item, str):
-                    needle = f'"{item}"'
-                    for off, raw in enumerate(self.lines[start - 1:], start=start):
-                        if needle in raw:
-                            return off
-                        if off > start and (_KEYLINE.match(raw) or _HEADER.match(raw)):
-                            break
+                if item is not None and n == len(path):
+                    found = self._item_line(start, self.ends.get(prefix, start), item)
+                    if found:
+                        return found
                 return start
             if prefix in self.sections:
                 return self.sections[prefix]
+            if n == len(path):
+                under = self._first_under(prefix)
+                if under is not None:
+                    return under
         return 1
 
-
-def _strip_comment(line: str) -> str:
-    out, quote = [], ""
-    for ch in line:
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
-            break
-        out.append(ch)
-    return "".join(out)
+    def _item_line(self, start: int, end: int, item: Any) -> int | None:
+        if isinstance(item, str):
+            needles = [f'"{item}"', f"'{item}'"]
+            for no in range(start, end + 1):
+                if any(n in self.lines[no - 1] for n in needles):
+                    return no
+            return None
+        if isinstance(item, bool):
+            token = "true" if item else "false"
+        elif isinstance(item, int | float):
+            token = str(item)
+        else:
+            return None
+        pattern = re.compile(r"(?<![\w.])" + re.escape(token) + r"(?![\w.])")
+        for no in range(start, end + 1):
+            if pattern.search(self.lines[no - 1]):
+                return no
+        return None
 
 
 # --- the policy ---------------------------------------------------------------------------
@@ -473,8 +556,7 @@ def _convert_table(
                 try:
                     items.append(item(v))
                 except _Bad as exc:
-                    shown = v if isinstance(v, str) else None
-                    problems.append(Problem(file, loc.line_of((*path, key), shown),
+                    problems.append(Problem(file, loc.line_of((*path, key), v),
                                             f"{name}.{key}: {exc}"))
             converted = tuple(items)
         out[key] = converted
@@ -490,6 +572,12 @@ def _convert_table(
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate policy text; raise PolicyError listing every problem."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: text that came from bad bytes
+        line = text[: exc.start].count("\n") + 1
+        raise PolicyError([Problem(source, line, "not UTF-8 text; save the file as UTF-8")]) \
+            from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -530,7 +618,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         problems.sort(key=lambda p: p.line)
         raise PolicyError(problems)
     _finish(tables)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     return Policy(source=source, hash=digest, tables=tables)
 
 
@@ -593,19 +681,24 @@ def _finish(tables: dict[str, dict[str, Any]]) -> None:
                                          note=e.get("note", "")) for e in net["egress"])
 
 
-def load_policy(path: str | Path) -> Policy:
+def read_policy_text(path: str | Path) -> str:
+    """The policy file's text; PolicyError when it cannot be read or is not UTF-8."""
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise PolicyError([Problem(str(p), 0, f"cannot read the policy: {exc.strerror}")]) from None
+        why = exc.strerror or str(exc)
+        raise PolicyError([Problem(str(p), 0, f"cannot read the policy: {why}")]) from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise PolicyError([Problem(str(p), line, "not UTF-8 text; save the file as UTF-8")]) \
             from None
-    return parse_policy(text, str(p))
+
+
+def load_policy(path: str | Path) -> Policy:
+    return parse_policy(read_policy_text(path), str(path))
 
 
 def policy_files(paths: Iterable[str | Path]) -> list[Path]:
