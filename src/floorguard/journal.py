@@ -69,7 +69,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         if not path.exists():
             raise JournalError(f"no journal at {path}: is the state directory right?")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
                                check_same_thread=False)
     else:
         conn = sqlite3.connect(str(path), timeout=30, isolation_level=None,
@@ -102,6 +102,7 @@ class Journal:
         self._closed = threading.Event()
         self.last_seq = 0
         self.last_hash = GENESIS
+        self.commits = 0  # transactions written: group commit keeps this low
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -161,6 +162,12 @@ class Journal:
         """Queue an event. ``fields`` holds every record field but seq, id, ts, prev, hash."""
         if fields.get("severity") not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}: {fields.get('severity')}")
+        # Fail the caller, not the writer thread: a record that cannot be hashed (a set, a
+        # NaN, bytes in its details) must not stop the journal for every other control.
+        try:
+            canonical_json(fields)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the event cannot be written as JSON: {exc}") from None
         if self._thread is None or self._closed.is_set():
             raise JournalClosed("the journal is closed")
         entry = Entry(fields=fields, done=threading.Event())
@@ -218,24 +225,28 @@ class Journal:
     def _commit(self, batch: list[Entry]) -> None:
         seq, prev = self.last_seq, self.last_hash
         rows = []
-        for entry in batch:
-            seq += 1
-            now = self.clock()
-            rec = dict(entry.fields)
-            rec.update(id=new_id(now), seq=seq, ts=rfc3339(now), prev=prev)
-            rec.setdefault("details", {})
-            rec["hash"] = record_hash(rec)
-            prev = rec["hash"]
-            entry.record = rec
-            rows.append((seq, rec["id"], rec["ts"], rec["severity"], rec["kind"],
-                         canonical_json(rec), rec["hash"]))
         try:
+            for entry in batch:
+                now = self.clock()
+                rec = dict(entry.fields)
+                rec.update(id=new_id(now), seq=seq + 1, ts=rfc3339(now), prev=prev)
+                rec.setdefault("details", {})
+                rec["hash"] = record_hash(rec)
+                rows.append((rec["seq"], rec["id"], rec["ts"], rec["severity"], rec["kind"],
+                             canonical_json(rec), rec["hash"]))
+                entry.record = rec
+                seq, prev = rec["seq"], rec["hash"]
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.executemany(
                 "INSERT INTO journal (seq, id, ts, severity, kind, record, hash) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            # The head moves in the same transaction, so a record cut off the end of the
+            # journal is as visible to ``verify`` as one cut from the middle.
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('head', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (f"{seq} {prev}",))
             self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the writer thread must outlive any one bad commit
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             for entry in batch:
@@ -243,6 +254,7 @@ class Journal:
                 entry.done.set()
             return
         self.last_seq, self.last_hash = seq, prev
+        self.commits += 1
         for entry in batch:
             entry.done.set()
 
@@ -306,22 +318,50 @@ class JournalReader:
         """Recompute the chain over the stored records (after any pruned prefix).
 
         Reads rows in storage order rather than by seq, so that rows swapped on disk
-        are caught as well as rows altered or removed.
+        are caught as well as rows altered or removed; the indexed columns must match the
+        record, and the last record must be the head the writer committed with it.
         """
+        # One read transaction: a commit by the running agent between reading the rows
+        # and reading the head must not look like a missing record.
+        self._conn.execute("BEGIN")
+        try:
+            return self._verify()
+        finally:
+            self._conn.execute("ROLLBACK")
+
+    def _verify(self) -> tuple[int | None, str]:
         from .events import verify_chain
 
         base = self.meta("base_seq")
         start = int(base) + 1 if base else 1
         prev = self.meta("base_prev") or GENESIS
         rows = []
-        for seq, text, stored_hash in self._conn.execute(
-            "SELECT seq, record, hash FROM journal ORDER BY rowid"
+        for seq, ident, ts, severity, kind, text, stored_hash in self._conn.execute(
+            "SELECT seq, id, ts, severity, kind, record, hash FROM journal ORDER BY rowid"
         ):
             try:
                 rec = json.loads(text)
             except ValueError:
                 return int(seq), "the record is not valid JSON"
-            if rec.get("seq") != seq or rec.get("hash") != stored_hash:
+            if not isinstance(rec, dict) or (
+                rec.get("seq"), rec.get("id"), rec.get("ts"), rec.get("severity"),
+                rec.get("kind"), rec.get("hash")
+            ) != (seq, ident, ts, severity, kind, stored_hash):
                 return int(seq), "the record's columns do not match its content"
             rows.append(rec)
-        return verify_chain(rows, start, prev)
+        bad, why = verify_chain(rows, start, prev)
+        if bad is not None:
+            return bad, why
+        head = self.meta("head")
+        if head is not None:
+            head_seq, _, head_hash = head.partition(" ")
+            last_seq = rows[-1]["seq"] if rows else start - 1
+            last_hash = rows[-1]["hash"] if rows else prev
+            if int(head_seq) > last_seq:
+                return last_seq + 1, (f"records {last_seq + 1} to {head_seq} were written "
+                                      "but are missing")
+            if int(head_seq) < last_seq:
+                return int(head_seq) + 1, "records after the journal's head were added"
+            if head_hash != last_hash:
+                return last_seq, "the last record is not the one the journal wrote"
+        return None, "intact"

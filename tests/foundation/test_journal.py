@@ -1,0 +1,281 @@
+"""The journal: a hash chain that shows any altered, removed or reordered record, and
+durability that survives SIGKILL at any point."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floorguard.events import GENESIS, record_hash
+from floorguard.journal import Journal, JournalError, JournalReader
+from tests.live import REPO, base_env, floorguard
+
+N = 10
+FIELDS = {"agent": "0a0a0a0a-0000-4000-8000-000000000001", "host": "pc-17", "seat": "T-01",
+          "user": "alice", "control": "usb", "policy": "ab" * 32}
+
+
+def fields(kind: str = "usb.blocked", severity: str = "violation", **details: Any
+           ) -> dict[str, Any]:
+    return {**FIELDS, "kind": kind, "severity": severity, "details": details}
+
+
+@pytest.fixture
+def journal_dir(tmp_path: Path) -> Path:
+    """A closed journal of N records, seq 1..N."""
+    state = tmp_path / "state"
+    clock = iter(1_790_000_000.0 + i for i in range(1000))
+    with Journal(state, clock=lambda: next(clock), group_window=0.05) as j:
+        tickets = [j.append(fields("usb.blocked", "info", n=i, dev="0781:5583"))
+                   for i in range(1, N + 1)]
+        for t in tickets:
+            t.wait()
+    return state
+
+
+def db(state: Path) -> sqlite3.Connection:
+    return sqlite3.connect(state / "journal.db", isolation_level=None)
+
+
+def cli_verify(state: Path) -> tuple[int, str]:
+    res = floorguard("verify", "--state-dir", str(state))
+    return res.returncode, res.stdout + res.stderr
+
+
+def test_chain_verifies(journal_dir: Path) -> None:
+    with JournalReader(journal_dir) as r:
+        assert r.verify() == (None, "intact")
+        recs = list(r.records())
+    assert [x["seq"] for x in recs] == list(range(1, N + 1))
+    assert recs[0]["prev"] == GENESIS
+    for a, b in itertools.pairwise(recs):
+        assert b["prev"] == a["hash"] == record_hash(a)
+    assert recs[0]["ts"] == "2026-09-21T14:13:20.000000Z"  # from the injected clock
+    assert cli_verify(journal_dir) == (0, f"journal intact: {N} records, chain verified\n")
+
+
+def test_ids_are_time_ordered_and_unique(journal_dir: Path) -> None:
+    with JournalReader(journal_dir) as r:
+        ids = [x["id"] for x in r.records()]
+    assert ids == sorted(ids) and len(set(ids)) == N
+    assert all(i[14] == "7" for i in ids)  # UUIDv7
+
+
+FIELD_CHANGES = [("kind", "usb.allowed"), ("severity", "warning"), ("seat", "T-02"),
+                 ("user", "mallory"), ("details", {"n": 0}), ("ts", "2026-01-01T00:00:00Z"),
+                 ("id", "00000000-0000-7000-8000-000000000000"), ("policy", "0" * 64),
+                 ("agent", "someone-else"), ("host", "pc-99"), ("control", "idle"),
+                 ("prev", "f" * 64)]
+
+
+@pytest.mark.parametrize("pos", [1, 5, N])
+def test_altering_any_field_is_caught_at_that_seq(journal_dir: Path, pos: int) -> None:
+    with db(journal_dir) as conn:
+        original = conn.execute("SELECT record FROM journal WHERE seq = ?", (pos,)).fetchone()[0]
+    for name, value in FIELD_CHANGES:
+        with db(journal_dir) as conn:
+            conn.execute("UPDATE journal SET record = json_set(record, ?, json(?)) "
+                         "WHERE seq = ?", (f"$.{name}", json.dumps(value), pos))
+        with JournalReader(journal_dir) as r:
+            bad, why = r.verify()
+        assert bad == pos, (name, why)
+        with db(journal_dir) as conn:
+            conn.execute("UPDATE journal SET record = ? WHERE seq = ?", (original, pos))
+    rc, out = cli_verify(journal_dir)
+    assert rc == 0, out  # restored: intact again, so each check above was of one change
+
+
+@pytest.mark.parametrize("pos", [1, 4, N])
+def test_cli_names_the_altered_seq(journal_dir: Path, pos: int) -> None:
+    with db(journal_dir) as conn:
+        conn.execute("UPDATE journal SET record = json_set(record, '$.user', 'bob') "
+                     "WHERE seq = ?", (pos,))
+    assert cli_verify(journal_dir) == (1, f"journal broken at seq {pos}: hash does not match "
+                                          "the record's content\n")
+
+
+@pytest.mark.parametrize("column", ["kind", "severity", "ts", "hash", "id"])
+def test_altering_an_indexed_column_is_caught(journal_dir: Path, column: str) -> None:
+    with db(journal_dir) as conn:
+        conn.execute(f"UPDATE journal SET {column} = 'x' WHERE seq = 6")  # noqa: S608
+    rc, out = cli_verify(journal_dir)
+    assert (rc, out.split(":")[0]) == (1, "journal broken at seq 6")
+
+
+@pytest.mark.parametrize("pos", [1, 5, N])
+def test_deleting_a_record_is_caught_at_that_seq(journal_dir: Path, pos: int) -> None:
+    with db(journal_dir) as conn:
+        conn.execute("DELETE FROM journal WHERE seq = ?", (pos,))
+    rc, out = cli_verify(journal_dir)
+    assert rc == 1 and out.startswith(f"journal broken at seq {pos}:"), out
+
+
+def test_deleting_the_tail_is_caught(journal_dir: Path) -> None:
+    with db(journal_dir) as conn:
+        conn.execute("DELETE FROM journal WHERE seq > 7")
+    rc, out = cli_verify(journal_dir)
+    assert (rc, out) == (1, f"journal broken at seq 8: records 8 to {N} were written but "
+                            "are missing\n")
+
+
+def test_rewriting_the_last_record_with_a_valid_hash_is_caught(journal_dir: Path) -> None:
+    with db(journal_dir) as conn:
+        rec = json.loads(conn.execute("SELECT record FROM journal WHERE seq = ?",
+                                      (N,)).fetchone()[0])
+        rec["details"] = {"n": N, "dev": "nothing to see"}
+        rec["hash"] = record_hash(rec)
+        conn.execute("UPDATE journal SET record = ?, hash = ? WHERE seq = ?",
+                     (json.dumps(rec), rec["hash"], N))
+    rc, out = cli_verify(journal_dir)
+    assert (rc, out.split(":")[0]) == (1, f"journal broken at seq {N}")
+
+
+@pytest.mark.parametrize(("a", "b"), [(1, 2), (3, 7), (N - 1, N)])
+def test_swapping_two_records_is_caught_at_the_first(journal_dir: Path, a: int, b: int) -> None:
+    cols = "id, ts, severity, kind, record, hash"
+    with db(journal_dir) as conn:
+        ra = conn.execute(f"SELECT {cols} FROM journal WHERE seq = ?", (a,)).fetchone()  # noqa: S608
+        rb = conn.execute(f"SELECT {cols} FROM journal WHERE seq = ?", (b,)).fetchone()  # noqa: S608
+        sets = ", ".join(f"{c.strip()} = ?" for c in cols.split(","))
+        conn.execute(f"UPDATE journal SET {sets} WHERE seq = ?", (*rb, a))  # noqa: S608
+        conn.execute(f"UPDATE journal SET {sets} WHERE seq = ?", (*ra, b))  # noqa: S608
+    rc, out = cli_verify(journal_dir)
+    assert (rc, out.split(":")[0]) == (1, f"journal broken at seq {a}")
+
+
+def test_swapping_with_renumbered_seqs_is_caught(journal_dir: Path) -> None:
+    """Even with each record's own seq rewritten to fit its new place, the chain breaks."""
+    with db(journal_dir) as conn:
+        recs = {s: json.loads(t) for s, t in conn.execute(
+            "SELECT seq, record FROM journal WHERE seq IN (3, 4)")}
+        for new_seq, rec in ((3, recs[4]), (4, recs[3])):
+            rec["seq"] = new_seq
+            conn.execute("UPDATE journal SET record = ?, id = ?, ts = ?, kind = ?, "
+                         "severity = ?, hash = ? WHERE seq = ?",
+                         (json.dumps(rec), rec["id"], rec["ts"], rec["kind"], rec["severity"],
+                          rec["hash"], new_seq))
+    rc, out = cli_verify(journal_dir)
+    assert (rc, out.split(":")[0]) == (1, "journal broken at seq 3")
+
+
+def test_info_events_share_one_commit(tmp_path: Path) -> None:
+    with Journal(tmp_path, group_window=0.5) as j:
+        tickets = [j.append(fields("agent.command", "info", n=i)) for i in range(200)]
+        recs = [t.wait() for t in tickets]
+        assert j.commits == 1
+    assert [r["seq"] for r in recs] == list(range(1, 201))
+
+
+def test_warnings_commit_alone_without_waiting_for_the_group(tmp_path: Path) -> None:
+    with Journal(tmp_path, group_window=3600.0) as j:
+        for n, severity in enumerate(["warning", "violation", "warning"], start=1):
+            # returns within its timeout only if it did not wait out the hour-long window
+            rec = j.record(fields("usb.blocked", severity), timeout=30)
+            assert (rec["seq"], j.commits) == (n, n)
+
+
+def test_a_warning_flushes_waiting_info_events_with_it(tmp_path: Path) -> None:
+    with Journal(tmp_path, group_window=3600.0) as j:
+        infos = [j.append(fields("agent.command", "info")) for _ in range(5)]
+        j.record(fields("usb.blocked", "violation"), timeout=30)
+        assert [t.wait(0)["seq"] for t in infos] == [1, 2, 3, 4, 5]
+
+
+def test_an_unwritable_event_fails_its_caller_not_the_journal(tmp_path: Path) -> None:
+    with Journal(tmp_path) as j:
+        with pytest.raises(ValueError, match="JSON"):
+            j.append(fields(bad={1, 2}))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="JSON"):
+            j.append(fields(ratio=float("nan")))
+        with pytest.raises(ValueError, match="severity"):
+            j.append(fields(severity="fatal"))
+        assert j.record(fields())["seq"] == 1
+        assert j.healthy()
+
+
+def test_a_second_writer_is_refused(tmp_path: Path) -> None:
+    with Journal(tmp_path), pytest.raises(JournalError, match="another floorguard agent"):
+        Journal(tmp_path).open()
+
+
+def test_events_cli_prints_oldest_first_and_filters_by_time(journal_dir: Path) -> None:
+    res = floorguard("events", "--json", "--state-dir", str(journal_dir))
+    assert res.returncode == 0
+    seqs = [json.loads(line)["seq"] for line in res.stdout.splitlines()]
+    assert seqs == list(range(1, N + 1))
+    res = floorguard("events", "--json", "--since", "2026-09-21T14:13:25Z",
+                     "--state-dir", str(journal_dir))
+    assert [json.loads(line)["seq"] for line in res.stdout.splitlines()] == list(range(6, N + 1))
+    res = floorguard("events", "--state-dir", str(journal_dir))
+    assert res.stdout.splitlines()[0].split()[:4] == ["1", "2026-09-21T14:13:20.000000Z",
+                                                      "info", "usb.blocked"]
+    res = floorguard("events", "--since", "yesterday-ish", "--state-dir", str(journal_dir))
+    assert res.returncode == 2 and "cannot read the time" in res.stderr
+
+
+def test_verify_without_a_journal_says_where_it_looked(tmp_path: Path) -> None:
+    rc, out = cli_verify(tmp_path / "none")
+    assert rc == 1 and "no journal at" in out
+
+
+# --- durability under SIGKILL ---------------------------------------------------------------
+
+WRITER = Path(__file__).with_name("journal_writer.py")
+
+
+@pytest.fixture
+def writer_env() -> Iterator[dict[str, str]]:
+    env = base_env()
+    env["PYTHONPATH"] = f"{REPO / 'src'}:{REPO}"
+    yield env
+
+
+def test_sigkill_never_loses_a_durable_event(tmp_path: Path, writer_env: dict[str, str]
+                                             ) -> None:
+    rng = random.Random(20261128)
+    durable: dict[int, str] = {}
+    kills = 0
+    while kills < 50:
+        proc = subprocess.Popen([sys.executable, str(WRITER), str(tmp_path), str(kills)],
+                                stdout=subprocess.PIPE, text=True, env=writer_env)
+        try:
+            assert proc.stdout is not None
+            opened = proc.stdout.readline().split()
+            assert opened[0] == "open", opened
+            # it resumes after everything it ever reported durable
+            assert int(opened[1]) >= max(durable, default=0)
+            for _ in range(rng.randint(0, 40)):
+                word, seq, digest = proc.stdout.readline().split()
+                assert word == "durable"
+                durable[int(seq)] = digest
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        # lines already printed when it died are durable too (a line cut short by the
+        # kill has no newline yet and is left out)
+        assert proc.stdout is not None
+        for line in proc.stdout.read().split("\n")[:-1]:
+            word, seq, digest = line.split()
+            durable[int(seq)] = digest
+        proc.stdout.close()
+        assert proc.returncode == -signal.SIGKILL
+        kills += 1
+        with JournalReader(tmp_path) as r:
+            assert r.verify() == (None, "intact"), f"after kill {kills}"
+    with JournalReader(tmp_path) as r:
+        stored = {x["seq"]: x["hash"] for x in r.records()}
+        assert r.verify() == (None, "intact")
+    assert kills >= 50 and len(durable) > 100
+    assert sorted(stored) == list(range(1, len(stored) + 1))  # gapless
+    missing = [s for s, h in durable.items() if stored.get(s) != h]
+    assert not missing, f"reported durable but lost or changed: {missing[:10]}"
