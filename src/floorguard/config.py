@@ -37,6 +37,7 @@ class AgentConfig:
     log_level: str = "info"
     journal_max_mb: int = 512
     journal_max_days: int = 14
+    link_max_backoff: float = 60.0  # seconds; written as a duration ("60s", "5m")
     controls: tuple[str, ...] = field(default=())  # empty: every control the policy has
     source: str = "<defaults>"
 
@@ -49,25 +50,46 @@ class AgentConfig:
         return Path(self.token_file) if self.token_file else Path(self.state_dir) / "token"
 
 
-def _coerce(name: str, typ: Any, value: Any, where: str) -> Any:
+_CHOICES = {"log_level": ("debug", "info", "warning", "error")}
+
+
+def _coerce(name: str, typ: Any, value: Any, where: str, *, from_env: bool) -> Any:
+    """Check a value against the field's type. Environment variables are text, so only
+    they are read from strings; in the TOML file a value must have its own type."""
+    wrong = f"{where}: '{name}' has a value of the wrong type ({value!r})"
     if typ is bool or typ == "bool":
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+        if from_env and isinstance(value, str) and value.lower() in (
+                "1", "true", "yes", "0", "false", "no"):
             return value.lower() in ("1", "true", "yes")
-    elif typ is int or typ == "int":
+        raise ConfigError(f"{wrong}: write true or false")
+    if typ is int or typ == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().isdigit():
+        if from_env and isinstance(value, str) and value.strip().isdigit():
             return int(value)
-    elif typ in ("tuple[str, ...]",):
+        raise ConfigError(f"{wrong}: write a whole number")
+    if typ is float or typ == "float":
+        from .policy import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: '{name}': {exc}") from None
+    if typ in ("tuple[str, ...]",):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
-    elif isinstance(value, str):
-        return value
-    raise ConfigError(f"{where}: '{name}' has a value of the wrong type ({value!r})")
+        raise ConfigError(f"{wrong}: write a list of names")
+    if not isinstance(value, str):
+        raise ConfigError(f"{wrong}: write a string in quotes")
+    allowed = _CHOICES.get(name)
+    if allowed and value not in allowed:
+        raise ConfigError(f"{where}: '{name}' must be one of {', '.join(allowed)}, "
+                          f"not {value!r}")
+    return value
 
 
 def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:
@@ -80,17 +102,19 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
     if cfg_path.exists():
         try:
             raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{cfg_path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{cfg_path}: cannot read: {exc.strerror}") from None
         for key, value in raw.items():
             if key not in known:
                 raise ConfigError(f"{cfg_path}: unknown key '{key}' "
                                   f"(known: {', '.join(sorted(known))})")
-            values[key] = _coerce(key, known[key], value, str(cfg_path))
+            values[key] = _coerce(key, known[key], value, str(cfg_path), from_env=False)
     elif explicit:
         raise ConfigError(f"{cfg_path}: no such config file")
     for key, typ in known.items():
         var = "FLOORGUARD_" + key.upper()
         if var in env:
-            values[key] = _coerce(key, typ, env[var], f"environment {var}")
+            values[key] = _coerce(key, typ, env[var], f"environment {var}", from_env=True)
     return AgentConfig(**values, source=str(cfg_path))

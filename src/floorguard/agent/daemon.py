@@ -23,7 +23,7 @@ import structlog
 from .. import __version__
 from ..config import AgentConfig
 from ..journal import Journal, JournalError
-from ..policy import Policy, PolicyError, load_policy, parse_policy
+from ..policy import Policy, PolicyError, parse_policy, read_policy_text
 from ..sdnotify import Notifier
 from . import CONTROLS
 from .control import Commands, Control, ControlContext, ControlUnavailable, Operator
@@ -68,6 +68,7 @@ class Agent:
         self._reload = threading.Event()
         self._lock = threading.RLock()
         self._scheduler: Any = None
+        self._startup_rejection: PolicyError | None = None
         self.link: Any = None
         self.ctx = ControlContext(config=config, record=self.record, commands=self.commands,
                                   operator=self.operator, clock=clock, state=self.state)
@@ -115,22 +116,32 @@ class Agent:
         return Path(self.config.state_dir) / LAST_GOOD
 
     def _initial_policy(self) -> Policy | None:
+        """The configured policy; if it is broken, the last good one saved by an earlier
+        run (the rejection is recorded after ``agent.started``)."""
         try:
-            return load_policy(self.config.policy)
+            text = read_policy_text(self.config.policy)
+            policy = parse_policy(text, self.config.policy)
         except PolicyError as exc:
-            self._rejected(exc, self.config.policy)
+            failure = exc
+        else:
+            self._remember(policy, text)
+            return policy
         saved = self._last_good_path()
+        kept: Policy | None = None
         if saved.exists():
             try:
-                policy = parse_policy(saved.read_text(encoding="utf-8"), str(saved))
+                kept = parse_policy(read_policy_text(saved), str(saved))
             except PolicyError:
                 log.error("the saved last good policy is unreadable too", path=str(saved))
-                return None
-            log.warning("running the last good policy", path=str(saved), hash=policy.hash)
-            return policy
-        log.error("no valid policy and no last good one: controls stay off; the udev rule "
-                  "keeps USB storage blocked", policy=self.config.policy)
-        return None
+        # Recorded once the agent has said it started, with the policy that stays in
+        # force, so the event says what was kept.
+        self._startup_rejection = failure
+        if kept is not None:
+            log.warning("running the last good policy", path=str(saved), hash=kept.hash)
+        else:
+            log.error("no valid policy and no last good one: controls stay off; the udev "
+                      "rule keeps USB storage blocked", policy=self.config.policy)
+        return kept
 
     def _rejected(self, exc: PolicyError, source: str) -> None:
         problems = [str(p) for p in exc.problems]
@@ -143,9 +154,16 @@ class Agent:
     def _remember(self, policy: Policy, text: str) -> None:
         path = self._last_good_path()
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:  # the policy still applies; only the fallback copy is stale
+            log.error("cannot save the last good policy", path=str(path), error=str(exc),
+                      hash=policy.hash)
 
     def reload(self, text: str | None = None, source: str | None = None) -> bool:
         """Load a new policy (the configured file, or ``text`` from the console). A bad
@@ -154,14 +172,10 @@ class Agent:
         with self._lock:
             try:
                 if text is None:
-                    text = Path(source).read_text(encoding="utf-8")
+                    text = read_policy_text(source)
                 new = parse_policy(text, source)
             except PolicyError as exc:
                 self._rejected(exc, source)
-                return False
-            except OSError as exc:
-                from ..policy import Problem
-                self._rejected(PolicyError([Problem(source, 0, f"cannot read: {exc}")]), source)
                 return False
             old = self.policy
             self.policy = new
@@ -284,6 +298,8 @@ class Agent:
                     {"version": __version__, "pid": os.getpid(), "config": self.config.source,
                      "policy_source": self.policy.source if self.policy else None},
                     wait=True)
+        if self._startup_rejection is not None:
+            self._rejected(self._startup_rejection, self.config.policy)
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self._scheduler = BackgroundScheduler(daemon=True)
@@ -291,8 +307,6 @@ class Agent:
             self.record("agent", "agent.policy_loaded", "info",
                         {"source": self.policy.source, "hash": self.policy.hash,
                          "previous": None, "tables": sorted(self.policy.tables)}, wait=True)
-            if self.policy.source == self.config.policy:
-                self._remember(self.policy, Path(self.config.policy).read_text("utf-8"))
             for name in self._wanted(self.policy):
                 self._start_control(name, self.policy)
         self._start_link()
@@ -333,7 +347,7 @@ class Agent:
             return
         from .link import Link
 
-        self.link = Link(self)
+        self.link = Link(self, max_backoff=self.config.link_max_backoff)
         self.link.start()
 
     def _shutdown(self) -> int:

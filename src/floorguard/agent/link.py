@@ -143,8 +143,20 @@ class Link:
                     continue
                 self.failures = 0
                 self.connected = True
-                if acked > self.acked():
-                    self.agent.journal.set_meta(ACKED, str(acked))
+                mark = self.acked()
+                if acked != mark:
+                    # Below our mark: the console lost records (a restored database) and
+                    # needs them again; the journal still holds them.
+                    if acked < mark:
+                        log.warning("the console holds fewer records than it acknowledged "
+                                    "before; sending them again", console_acked=acked,
+                                    agent_acked=mark)
+                    self.agent.journal.set_meta(ACKED, str(min(acked,
+                                                               self.agent.journal.last_seq)))
+                if acked == mark:
+                    # No progress: do not resend the same batch in a tight loop.
+                    self.failures += 1
+                    self._stop.wait(self._backoff())
         finally:
             client.close()
             reader.close()
