@@ -126,19 +126,34 @@ def validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
             for e in exc.errors(include_url=False, include_input=False)]
 
 
-_EVENTS_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": EventBatch.model_json_schema(
-        ref_template="#/components/schemas/{model}")}}}}
+def _documented(*models: type[BaseModel]) -> dict[str, Any]:
+    """JSON schemas of the request bodies this router reads by hand (the token is checked
+    before the body is read, so FastAPI does not parse them); ``app.py`` adds them to the
+    OpenAPI components so that every ``$ref`` resolves."""
+    out: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
 
 
-@router.post("/events", response_model=Ack, openapi_extra=_EVENTS_BODY,
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+REQUEST_SCHEMAS = _documented(EventBatch, EnrollIn)
+
+
+@router.post("/events", response_model=Ack, openapi_extra=_body(EventBatch),
              responses={401: {"description": "missing, unknown or revoked token"},
                         403: {"description": "an event names another agent"},
                         413: {"description": "body or batch too large"},
                         422: {"description": "malformed batch; the detail names the field"}})
 async def post_events(request: Request) -> Ack:
     """Store a batch of journal records (idempotent on agent and seq)."""
-    agent_id = agent_for_token(request)
+    agent_id = await run_in_threadpool(agent_for_token, request)
     payload = await read_json(request)
     try:
         batch = _batch_adapter.validate_python(payload)
@@ -175,8 +190,9 @@ def _store(request: Request, agent_id: str, records: list[dict[str, Any]]) -> di
     return result
 
 
-@router.post("/enroll", response_model=EnrollOut,
-             responses={403: {"description": "unknown, used or expired enrollment code"}})
+@router.post("/enroll", response_model=EnrollOut, openapi_extra=_body(EnrollIn),
+             responses={403: {"description": "unknown, used or expired enrollment code"},
+                        422: {"description": "malformed request; the detail names the field"}})
 async def enroll(request: Request) -> EnrollOut:
     """Exchange a one-time enrollment code for this agent's own token."""
     payload = await read_json(request, limit=16 * 1024)

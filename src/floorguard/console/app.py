@@ -59,6 +59,15 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     from . import api, web
 
     app.include_router(api.router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default_openapi()  # built once and cached by FastAPI
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(
+            api.REQUEST_SCHEMAS)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
