@@ -166,6 +166,13 @@ def _serve(args: argparse.Namespace, url: str) -> int:
     scheme = "https" if args.tls_cert else "http"
     print(f"floorguard console on {scheme}://{host}:{port}/ (store: {engine.url!r})",
           file=sys.stderr, flush=True)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then raises the signal again
+    # with the handler it found at start; with this one in place the process exits 0
+    # after a clean stop instead of dying of the re-raised signal.
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(app, host=host, port=port, ssl_certfile=args.tls_cert,
                 ssl_keyfile=args.tls_key, log_level="warning", proxy_headers=False,
                 server_header=False)
