@@ -160,7 +160,6 @@ async def post_events(request: Request) -> Ack:
     except ValidationError as exc:
         raise HTTPException(422, validation_detail(exc)) from None
     seen: set[int] = set()
-    records = []
     for i, ev in enumerate(batch.events):
         if ev.agent != agent_id:
             raise HTTPException(403, f"events[{i}] names agent {ev.agent}, but this token "
@@ -174,7 +173,10 @@ async def post_events(request: Request) -> Ack:
                                        "msg": f"unknown kind {ev.kind!r}",
                                        "type": "unknown_kind"}])
         seen.add(ev.seq)
-        records.append(ev.model_dump())
+    # Strict validation with extra fields forbidden leaves nothing to convert, so the
+    # parsed dicts are stored as they came: a model_dump per event doubled the cost of a
+    # batch.
+    records = list(payload["events"])
     records.sort(key=lambda r: r["seq"])
     result = await run_in_threadpool(_store, request, agent_id, records)
     request.app.state.hub.publish({"type": "events", "agent": agent_id,

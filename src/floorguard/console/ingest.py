@@ -26,7 +26,8 @@ def ts_to_us(ts: str) -> int:
     return int(dt.timestamp() * 1_000_000)
 
 
-def _insert_ignore(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def _insert_ignore(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows that are not stored yet; return how many were inserted."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         stmt: Any = postgresql.insert(events).on_conflict_do_nothing(
@@ -35,45 +36,54 @@ def _insert_ignore(conn: Connection, rows: list[dict[str, Any]]) -> None:
         stmt = sqlite.insert(events).on_conflict_do_nothing(index_elements=["agent", "seq"])
     else:  # pragma: no cover - only the two dialects are supported
         raise RuntimeError(f"unsupported dialect {dialect}")
-    conn.execute(stmt, rows)
+    return int(conn.execute(stmt, rows).rowcount)
 
 
 def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Insert a validated batch for one agent; return the new acknowledgement.
+    """Insert a validated batch for one agent (sorted by seq); return the new
+    acknowledgement.
 
     Returns ``{"acked": N, "stored": K, "conflicts": [seq, ...]}`` where conflicts are
     seqs already stored with a different hash (evidence was rewritten at the agent).
     """
     received = now_us()
-    seqs = [e["seq"] for e in batch]
-    existing: dict[int, str] = {}
-    if seqs:
-        for seq, h in conn.execute(
-            sa.select(events.c.seq, events.c.hash).where(
-                events.c.agent == agent_id, events.c.seq.in_(seqs))
-        ):
-            existing[int(seq)] = str(h)
     rows = []
-    conflicts = []
     for e in batch:
-        if e["seq"] in existing:
-            if existing[e["seq"]] != e["hash"]:
-                conflicts.append(e["seq"])
-            continue
         row = {c: e[c] for c in EVENT_COLUMNS}
         row.update(agent=agent_id, ts_us=ts_to_us(e["ts"]), received_us=received)
         rows.append(row)
-    if rows:
-        _insert_ignore(conn, rows)
-    acked = advance_ack(conn, agent_id)
-    return {"acked": acked, "stored": len(rows), "conflicts": conflicts}
+    stored = _insert_ignore(conn, rows) if rows else 0
+    conflicts: list[int] = []
+    if stored < len(rows):
+        # Some were here already (a resent batch): the insert kept the first copy; a
+        # different hash under the same seq is evidence of a rewrite at the agent.
+        incoming = {e["seq"]: e["hash"] for e in batch}
+        for seq, h in conn.execute(
+            sa.select(events.c.seq, events.c.hash).where(
+                events.c.agent == agent_id, events.c.seq.in_(list(incoming)))
+        ):
+            if incoming[int(seq)] != h:
+                conflicts.append(int(seq))
+    acked = advance_ack(conn, agent_id, batch if not conflicts else ())
+    return {"acked": acked, "stored": stored, "conflicts": sorted(conflicts)}
 
 
-def advance_ack(conn: Connection, agent_id: str) -> int:
-    """Move the agent's contiguous acknowledgement as far as the stored seqs allow."""
+def advance_ack(conn: Connection, agent_id: str,
+                just_stored: list[dict[str, Any]] | tuple[()] = ()) -> int:
+    """Move the agent's contiguous acknowledgement as far as the stored seqs allow.
+
+    ``just_stored`` (sorted by seq, all now in the store with these hashes) lets a batch
+    that continues the acknowledged run move it without reading those rows back.
+    """
     row = conn.execute(sa.select(agents.c.acked_seq, agents.c.last_hash)
                        .where(agents.c.id == agent_id)).one()
     acked, last_hash = int(row.acked_seq), str(row.last_hash)
+    for e in just_stored:
+        if e["seq"] <= acked:
+            continue
+        if e["seq"] != acked + 1:
+            break
+        acked, last_hash = e["seq"], e["hash"]
     while True:
         nxt = conn.execute(
             sa.select(events.c.seq, events.c.hash)

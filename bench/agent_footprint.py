@@ -1,0 +1,177 @@
+"""Agent idle footprint: RSS and PSS after start, and CPU over an idle period.
+
+Starts a real console (SQLite, loopback, free port) and a real agent enrolled with it, waits
+for the agent's READY=1 on a private sd_notify socket and for its first events to be
+shipped, then reads /proc/PID/smaps_rollup and /proc/PID/stat. Stops everything it started.
+
+    python bench/agent_footprint.py [--seconds 60] [--policy FILE] [--no-console]
+                                    [--importtime FILE]
+
+Targets: RSS at most 35 MiB, idle CPU under 0.2 % of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+DEFAULT_POLICY = """# idle footprint: the tables that run without an OS surface
+[floor]
+name = "bench"
+[agent]
+heartbeat_interval = "30s"
+"""
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("FLOORGUARD_")}
+    out["PYTHONPATH"] = str(REPO / "src")
+    out["FLOORGUARD_CONFIG"] = "/dev/null"
+    out.update(extra)
+    return out
+
+
+def unit_environment() -> dict[str, str]:
+    """The Environment= settings of the shipped agent unit, so the agent is measured as
+    systemd runs it."""
+    out = {}
+    for line in (REPO / "systemd" / "floorguard-agent.service").read_text().splitlines():
+        if line.startswith("Environment="):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            out[key] = value
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, **extra: str) -> str:
+    res = subprocess.run([sys.executable, "-m", "floorguard", *args], env=env(**extra),
+                         capture_output=True, text=True, timeout=120, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"floorguard {' '.join(args)} failed: {res.stderr}")
+    return res.stdout
+
+
+def memory(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        out[key] = int(value.split()[0])  # kB
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="idle period to measure CPU")
+    ap.add_argument("--policy", help="policy file (default: [floor] and [agent] only)")
+    ap.add_argument("--no-console", action="store_true", help="run the agent without a link")
+    ap.add_argument("--importtime", metavar="FILE", help="write the agent's -X importtime log")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="fg-bench-"))
+    console = agent = None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        policy = Path(args.policy) if args.policy else work / "policy.toml"
+        if not args.policy:
+            policy.write_text(DEFAULT_POLICY)
+        agent_env = {**unit_environment(), "FLOORGUARD_STATE_DIR": str(work / "state"),
+                     "FLOORGUARD_POLICY": str(policy), "FLOORGUARD_SEAT": "BENCH-01"}
+        if not args.no_console:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            db = f"sqlite:///{work}/console.db"
+            console = subprocess.Popen([sys.executable, "-m", "floorguard", "console", "--db",
+                                        db, "--listen", f"127.0.0.1:{port}"], env=env(),
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or console.poll() is not None:
+                    raise SystemExit("the console did not start")
+                time.sleep(0.1)
+            code = cli("console", "--db", db, "enroll-code").strip()
+            cli("enroll", "--console", url, "--code", code, **agent_env)
+            agent_env["FLOORGUARD_CONSOLE_URL"] = url
+        sock.bind(str(work / "notify.sock"))
+        sock.settimeout(60)
+        agent_env["NOTIFY_SOCKET"] = str(work / "notify.sock")
+        xopt = ["-X", "importtime"] if args.importtime else []
+        errf = open(args.importtime or os.devnull, "w")  # noqa: SIM115 closed below
+        t_start = time.monotonic()
+        agent = subprocess.Popen([sys.executable, *xopt, "-m", "floorguard", "agent"],
+                                 env=env(**agent_env), stdout=subprocess.DEVNULL, stderr=errf)
+        errf.close()
+        while not sock.recv(4096).startswith(b"READY=1"):
+            pass
+        ready_s = time.monotonic() - t_start
+        time.sleep(3.0)  # let the link ship the start-up events and settle
+        pid = agent.pid
+        mem0 = memory(pid)
+        ticks0, t0 = cpu_ticks(pid), time.monotonic()
+        time.sleep(args.seconds)
+        ticks1, t1 = cpu_ticks(pid), time.monotonic()
+        mem1 = memory(pid)
+        cpu_pct = 100.0 * (ticks1 - ticks0) / TICKS / (t1 - t0)
+        rss_mib, pss_mib = mem0["Rss"] / 1024, mem0["Pss"] / 1024
+        print(f"agent ready after        {ready_s:6.2f} s  (link: "
+              f"{'off' if args.no_console else 'on'}, threads {threads(pid)})")
+        print(f"RSS after start          {rss_mib:6.1f} MiB  (target <= 35 MiB: "
+              f"{'ok' if rss_mib <= 35 else 'OVER'})")
+        print(f"PSS after start          {pss_mib:6.1f} MiB  (anon {mem0['Pss_Anon'] / 1024:.1f},"
+              f" file {mem0['Pss_File'] / 1024:.1f})")
+        print(f"RSS after {args.seconds:.0f} s idle     {mem1['Rss'] / 1024:6.1f} MiB")
+        print(f"CPU over {args.seconds:.0f} s idle      {cpu_pct:6.3f} % of a core  "
+              f"({ticks1 - ticks0} ticks; target < 0.2 %: {'ok' if cpu_pct < 0.2 else 'OVER'})")
+        return 0
+    finally:
+        stop(agent)
+        stop(console)
+        sock.close()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
