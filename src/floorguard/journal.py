@@ -279,6 +279,16 @@ class JournalReader:
     def __init__(self, state_dir: str | Path, *, readonly: bool = True):
         self.path = Path(state_dir) / Journal.FILE
         self._conn = connect(self.path, readonly=readonly)
+        try:
+            found = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise JournalError(f"{self.path} is not a journal: {exc}") from None
+        if found is None:  # an agent is creating it right now, or it is some other file
+            self._conn.close()
+            raise JournalError(f"{self.path} holds no journal (yet)")
 
     def close(self) -> None:
         self._conn.close()

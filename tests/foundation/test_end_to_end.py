@@ -3,17 +3,23 @@ the console was down for a while."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 import signal
 import sqlite3
+import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from floorguard.journal import JournalReader
-from tests.live import AgentProcess, LiveConsole, wait_until
+from floorguard.journal import JournalError, JournalReader
+from tests.live import AgentProcess, LiveConsole, base_env, floorguard, free_port, wait_until
 
 POLICY = '[floor]\nname = "3F north"\n[agent]\nheartbeat_interval = "30s"\n'
 
@@ -71,11 +77,12 @@ def reload(agent: AgentProcess, times: int) -> None:
         agent.wait_for("agent.policy_loaded", count=before + i + 1)
 
 
-def shipped(agent: AgentProcess, console: LiveConsole) -> list[tuple[int, str]]:
+def shipped(agent: AgentProcess, console: LiveConsole | None) -> list[tuple[int, str]]:
     def done() -> list[tuple[int, str]] | None:
-        if not (agent.state_dir / "journal.db").exists():
-            return None  # not started yet
-        recs, acked = journal(agent)
+        try:
+            recs, acked = journal(agent)
+        except JournalError:
+            return None  # the agent has not created its journal yet
         return recs if recs and acked == recs[-1][0] else None
 
     recs: list[tuple[int, str]] = wait_until(done, 30, 0.1, "the link to ship everything")
@@ -139,3 +146,73 @@ def test_console_down_for_a_while_loses_and_duplicates_nothing(console: LiveCons
     assert_page_shows(console, agent_id, recs)
     log = agent.log.read_text()
     assert "console unreachable; will retry" in log and '"pending": 4' in log
+
+
+# --- over TLS ----------------------------------------------------------------------------
+
+
+def make_ca_and_server_cert(d: Path) -> tuple[Path, Path, Path]:
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is missing: apt-get install openssl"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=floorguard test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")
+    run("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                               "extendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf")
+    return d / "ca.pem", d / "srv.pem", d / "srv.key"
+
+
+def test_the_link_speaks_tls_and_trusts_only_its_ca(tmp_path: Path) -> None:
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    db = f"sqlite:///{tmp_path}/tls.db"
+    res = floorguard("console", "--db", db, "enroll-code")
+    assert res.returncode == 0, res.stderr
+    codes = [res.stdout.strip(), floorguard("console", "--db", db, "enroll-code").stdout.strip()]
+    log = open(tmp_path / "console.log", "w")  # noqa: SIM115 closed with the process
+    console = subprocess.Popen([sys.executable, "-m", "floorguard", "console", "--db", db,
+                                "--listen", f"127.0.0.1:{port}", "--tls-cert", str(cert),
+                                "--tls-key", str(key)], env=base_env(), stdout=log,
+                               stderr=subprocess.STDOUT)
+    log.close()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    trusting = AgentProcess(tmp_path / "trusting", policy, console_url=url,
+                            env={"FLOORGUARD_CA_FILE": str(ca)})
+    # trusts the system store only, which does not hold the test CA: must not connect
+    system = AgentProcess(tmp_path / "system", policy, console_url=url,
+                          env={"FLOORGUARD_LINK_MAX_BACKOFF": "200ms"})
+    try:
+        def up() -> bool:
+            assert console.poll() is None, (tmp_path / "console.log").read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(url + "/healthz", timeout=1, verify=ssl.create_default_context(
+                    cafile=str(ca))).is_success
+            return False
+
+        wait_until(up, 30, 0.1, "the TLS console")
+        for agent, code in zip((trusting, system), codes, strict=True):
+            res = floorguard("enroll", "--console", url, "--code", code, "--ca-file", str(ca),
+                             env=agent.env)
+            assert res.returncode == 0, res.stderr
+            agent.start()
+        recs = shipped(trusting, None)
+        assert len(recs) == 2
+        wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in system.log.read_text(), 30,
+                   what="the untrusted console to be refused")
+        recs, acked = journal(system)
+        assert acked == 0 and len(recs) == 2  # still pending, nothing sent
+    finally:
+        trusting.stop()
+        system.stop()
+        console.send_signal(signal.SIGTERM)
+        console.wait(20)

@@ -279,3 +279,14 @@ def test_sigkill_never_loses_a_durable_event(tmp_path: Path, writer_env: dict[st
     assert sorted(stored) == list(range(1, len(stored) + 1))  # gapless
     missing = [s for s, h in durable.items() if stored.get(s) != h]
     assert not missing, f"reported durable but lost or changed: {missing[:10]}"
+
+
+def test_verify_on_something_that_is_not_a_journal(tmp_path: Path) -> None:
+    (tmp_path / "journal.db").write_bytes(b"not a database, just bytes" * 100)
+    assert cli_verify(tmp_path) == (1, f"floorguard verify: {tmp_path / 'journal.db'} is not "
+                                       "a journal: file is not a database\n")
+    (tmp_path / "journal.db").unlink()
+    sqlite3.connect(tmp_path / "journal.db").execute("CREATE TABLE other (x)").connection.close()
+    rc, out = cli_verify(tmp_path)
+    assert (rc, out) == (1, f"floorguard verify: {tmp_path / 'journal.db'} holds no journal "
+                            "(yet)\n")

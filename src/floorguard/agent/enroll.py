@@ -33,17 +33,19 @@ def enroll_command(args: argparse.Namespace) -> int:
         print(f"floorguard enroll: {exc}", file=sys.stderr)
         return 2
     ident = agent_id(config.state_dir)
-    verify: object = True
+    from .link import system_trust
+
     ca = args.ca_file or config.ca_file
     if ca:
         import ssl
 
         verify = ssl.create_default_context(cafile=ca)
+    else:  # the same trust as the link will use
+        verify = system_trust()
     body = {"code": args.code, "agent_id": ident, "host": socket.gethostname(),
             "seat": config.seat_label}
     try:
-        resp = httpx.post(f"{url}/api/v1/enroll", json=body, verify=verify,  # type: ignore[arg-type]
-                          timeout=15)
+        resp = httpx.post(f"{url}/api/v1/enroll", json=body, verify=verify, timeout=15)
     except httpx.HTTPError as exc:
         print(f"floorguard enroll: cannot reach {url}: {exc}", file=sys.stderr)
         return 1

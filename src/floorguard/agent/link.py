@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -45,6 +46,22 @@ def check_url(url: str, *, allow_insecure: bool) -> None:
                 "allow_insecure_http = true in agent.toml if you really mean it")
 
 
+def system_trust() -> Any:
+    """The system's CA store (what ``update-ca-certificates`` manages, so a company CA
+    added there is trusted). From its hashed directory when there is one: OpenSSL then
+    reads only the CA a connection needs instead of holding every CA in memory."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    capath = paths.capath or paths.openssl_capath
+    if capath and Path(capath).is_dir() and any(Path(capath).glob("*.0")):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies hostnames and chains
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_verify_locations(capath=capath)
+        return ctx
+    return ssl.create_default_context()
+
+
 def make_client(config: Any, timeout: float = 10.0) -> Any:
     import ssl
     import sys
@@ -54,10 +71,12 @@ def make_client(config: Any, timeout: float = 10.0) -> Any:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import httpx
 
-    verify: Any = True
+    verify: Any
     if config.ca_file:
         verify = ssl.create_default_context(cafile=config.ca_file)
-    elif urlsplit(config.console_url).scheme == "http":
+    elif urlsplit(config.console_url).scheme == "https":
+        verify = system_trust()
+    else:
         # Plain HTTP (loopback, or explicitly allowed): there is no TLS to verify, so no CA
         # bundle is loaded; a context that trusts nothing fails closed if TLS ever happens.
         verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
