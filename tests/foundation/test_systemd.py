@@ -102,7 +102,7 @@ def test_agent_unit_keeps_only_what_the_agent_needs() -> None:
     assert "/sys/bus/usb/devices" in writable
     caps = set(one(svc, "CapabilityBoundingSet").split())
     assert caps and not caps & {"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_MODULE",
-                                "CAP_SETUID", "CAP_NET_RAW"}
+                                "CAP_NET_RAW", "CAP_SYS_RAWIO", "CAP_BPF"}
     assert svc["SystemCallFilter"][0] == "@system-service"
     assert svc["SystemCallFilter"][1].startswith("~") and "@mount" in svc["SystemCallFilter"][1]
 
