@@ -9,6 +9,7 @@ DIR decides which disk is measured (default: a temporary directory).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -38,6 +39,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--dir", help="where to put the journal (default: a temp dir)")
     args = ap.parse_args()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     base = Path(tempfile.mkdtemp(prefix="fg-journal-", dir=args.dir))
     try:
         # 1. violations, one at a time: each record() returns once fsync'd
@@ -77,14 +79,17 @@ def main() -> int:
 
         # 3. info events: appended without waiting, group-committed within 100 ms
         with Journal(base / "i") as j:
+            c0 = time.process_time()
             t0 = time.perf_counter()
             tickets = [j.append(event("agent.command", "info", i)) for i in range(args.info)]
             for t in tickets:
                 t.wait(60)
             dt = time.perf_counter() - t0
+            cpu = time.process_time() - c0
             commits = j.commits
         print(f"info, group-committed:  {args.info / dt:9.0f} events/s  "
-              f"({args.info / commits:.0f} events per commit, {commits} commits)")
+              f"({args.info / commits:.0f} events per commit, {commits} commits; "
+              f"{cpu / args.info * 1e6:.0f} us of CPU per event, caller and writer)")
 
         # 4. verifying the chain
         with JournalReader(base / "i") as r:
