@@ -299,3 +299,23 @@ def test_a_missing_surface_is_recorded_once_and_the_agent_runs_on(tmp_path: Path
     assert agent.status()["unavailable"] == {
         "usb": "no /sys/bus/usb: USB authorization cannot be enforced",
         "idle": "failed to start: RuntimeError: logind said no"}
+
+
+def test_a_real_control_without_its_surface_is_a_recorded_gap(tmp_path: Path) -> None:
+    """The idle control with no system bus to reach logind on: recorded once, across a
+    reload too, and the agent runs on."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[idle]\nlock_after = "5m"\n')
+    agent = AgentProcess(tmp_path / "agent", policy, env={
+        "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path / 'no-bus'}"})
+    agent.start()
+    try:
+        gap = agent.wait_for("agent.control_unavailable", control="idle")[0]
+        assert gap["severity"] == "warning" and "logind" in gap["details"]["reason"]
+        agent.signal(signal.SIGHUP)
+        agent.wait_for("agent.policy_loaded", count=2)
+    finally:
+        assert agent.stop() == 0
+    assert kinds(agent) == ["agent.started", "agent.policy_loaded",
+                            "agent.control_unavailable", "agent.policy_loaded",
+                            "agent.stopped"]
