@@ -177,6 +177,21 @@ def _glob(v: Any) -> str:
     return s
 
 
+def _abs_glob(v: Any) -> str:
+    s = _glob(v)
+    if not s.startswith("/"):
+        raise _Bad(f'expected an absolute path or glob such as "/home/*/Downloads", got "{s}"')
+    return s
+
+
+def _name_glob(v: Any) -> str:
+    s = _glob(v)
+    if "/" in s:
+        raise _Bad(f'"{s}" is matched against file names only: write a name pattern such '
+                   'as "*.csv" without a folder')
+    return s
+
+
 def _sha256(v: Any) -> str:
     s = _string(v).lower()
     if not re.fullmatch(r"[0-9a-f]{64}", s):
@@ -318,14 +333,14 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     },
     "files": {
         "removable": _Key(_list(_abs_path), ()),
-        "watch": _Key(_list(_glob), ()),
-        "flag": _Key(_list(_glob), ()),
-        "approved_mounts": _Key(_list(_abs_path), ()),
+        "watch": _Key(_list(_abs_glob), ()),
+        "flag": _Key(_list(_name_glob), ()),
+        "approved_mounts": _Key(_list(_abs_glob), ()),
         "hash_limit": _Key(_int(0), 256 * 1024 * 1024),
     },
     "processes": {
         "forbid": _Key(_list(_string), ()),
-        "forbid_paths": _Key(_list(_abs_path), ()),
+        "forbid_paths": _Key(_list(_abs_glob), ()),
         "forbid_sha256": _Key(_list(_sha256), ()),
         "action": _Key(_choice("kill", "report"), "report"),
         "scan_interval": _Key(_duration, 1.0),

@@ -8,4 +8,7 @@ USB does not pay for CUPS or psutil code it never runs.
 CONTROLS: dict[str, str] = {
     "usb": "floorguard.agent.usb:UsbControl",
     "idle": "floorguard.agent.idle:IdleControl",
+    "files": "floorguard.agent.files:FilesControl",
+    "processes": "floorguard.agent.processes:ProcessesControl",
+    "network": "floorguard.agent.network:NetworkControl",
 }

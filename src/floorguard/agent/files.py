@@ -1,0 +1,506 @@
+"""The files control: data leaving on removable and network mounts, exports in watched folders.
+
+Policy table ``[files]``:
+
+- ``removable`` (absolute paths): roots where removable media appear (``/media``,
+  ``/run/media``, ``/mnt``). Any file created in or moved into them is a ``files.copied``
+  violation naming the file, its size, its SHA-256 and its owner.
+- Besides those roots, the control reads the mount table (``/proc/self/mountinfo``) and
+  notices every mount as it appears. A new mount of a network file system (NFS, CIFS,
+  sshfs and other FUSE network clients), of any other FUSE file system, or of a block device
+  (a USB disk, an SD card, a loop-mounted image) is a ``files.mounted`` violation, and its
+  mount point becomes an exit too: files written there are ``files.copied`` violations.
+  Network, FUSE and removable mounts already present when the agent starts are judged the
+  same way; the PC's own fixed disks are not.
+- ``approved_mounts`` (absolute paths or globs, e.g. ``"/run/user/*/doc"``): mount points
+  that are neither reported nor treated as exits (a home directory on NFS, a desktop
+  portal).
+- ``watch`` (absolute globs such as ``"/home/*/Downloads"``) and ``flag`` (file-name globs,
+  matched case-insensitively, e.g. ``"*.csv"``): a file matching ``flag`` created in or moved
+  into a watched folder (or below it) is a ``files.flagged`` warning. The globs follow home
+  folders as they appear: a new folder on the way to a match is noticed at once, and the
+  globs are expanded again on every periodic check.
+- ``hash_limit`` (bytes, default 256 MiB; 0 never hashes): files larger than this are
+  reported without a SHA-256 (the event says why), so a huge copy cannot keep the agent busy.
+
+A file is judged once its writer closes it (or a second after it appeared, when no close
+is seen, as for a hard link or a directory moved in whole); hashing happens on the
+control's own worker thread, never on the thread that receives file-system events. The
+same file with the same size and modification time is reported once. The control only
+observes: it never deletes or blocks a file (the USB control blocks the device itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob
+import hashlib
+import os
+import pwd
+import queue
+import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+
+from ..policy import Policy
+from .control import Control, ControlContext, ControlUnavailable
+from .mounts import (
+    MOUNTINFO,
+    Mount,
+    MountWatcher,
+    block_removable,
+    judge_mount,
+    mount_class,
+    path_matches,
+    read_mounts,
+    under,
+)
+
+log = structlog.get_logger("floorguard.files")
+
+SETTLE = 1.0  # seconds to wait for a close before judging a file anyway
+TREE_LIMIT = 10000  # files judged from one directory moved in whole
+_MAGIC = set("*?[")
+
+
+@dataclass(frozen=True)
+class FilesSettings:
+    removable: tuple[str, ...] = ()
+    watch: tuple[str, ...] = ()
+    flag: tuple[str, ...] = ()
+    approved_mounts: tuple[str, ...] = ()
+    hash_limit: int = 256 * 1024 * 1024
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> FilesSettings:
+        t = policy.get("files")
+        return cls(removable=tuple(os.path.normpath(p) for p in t.get("removable", ())),
+                   watch=tuple(t.get("watch", ())), flag=tuple(t.get("flag", ())),
+                   approved_mounts=tuple(t.get("approved_mounts", ())),
+                   hash_limit=int(t.get("hash_limit", cls.hash_limit)))
+
+
+# --- pure decisions -----------------------------------------------------------------------
+
+
+def flag_match(name: str, patterns: tuple[str, ...]) -> str | None:
+    """The first ``flag`` pattern the file name matches (case-insensitive), or None."""
+    low = name.lower()
+    for pat in patterns:
+        if fnmatch.fnmatchcase(low, pat.lower()):
+            return pat
+    return None
+
+
+def containing(path: str, roots: frozenset[str]) -> str | None:
+    """The innermost of ``roots`` that holds ``path``."""
+    best = None
+    for root in roots:
+        if under(path, root) and (best is None or len(root) > len(best)):
+            best = root
+    return best
+
+
+def glob_scaffold(pattern: str) -> list[str]:
+    """The globs of the folders on the way to ``pattern``'s matches, from the parent of its
+    first wildcard part: ``/home/*/Desktop`` -> ``["/home", "/home/*"]``. Watching these
+    (not recursively) shows a new home folder, or a new Desktop in it, the moment it
+    appears."""
+    parts = pattern.rstrip("/").split("/")
+    first = next((i for i, p in enumerate(parts) if _MAGIC & set(p)), len(parts) - 1)
+    start = max(first, 2)  # never watch "/" itself
+    return ["/".join(parts[:i]) for i in range(start, len(parts))]
+
+
+def expand_dirs(patterns: tuple[str, ...]) -> set[str]:
+    out = set()
+    for pat in patterns:
+        for p in glob.glob(pat):
+            if os.path.isdir(p) and not os.path.islink(p):
+                out.add(os.path.normpath(p))
+    return out
+
+
+# --- OS adapters --------------------------------------------------------------------------
+
+
+def sha256_bounded(path: str, limit: int) -> tuple[str | None, int, os.stat_result]:
+    """Hash a regular file without following a symlink; None past ``limit`` bytes.
+    Returns (hex digest or None, bytes read, the stat of the opened file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(path)
+        if limit <= 0 or st.st_size > limit:
+            return None, 0, st
+        h, total = hashlib.sha256(), 0
+        while chunk := f.read(1024 * 1024):
+            total += len(chunk)
+            if total > limit:  # it grew while we read
+                return None, total, st
+            h.update(chunk)
+        return h.hexdigest(), total, st
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+# --- the control --------------------------------------------------------------------------
+
+
+@dataclass
+class _Layout:
+    """Where the control looks, recomputed on every policy, mount or folder change."""
+
+    exits: frozenset[str] = frozenset()
+    targets: frozenset[str] = frozenset()
+    scaffolds: frozenset[str] = frozenset()
+    exit_mounts: dict[str, tuple[Mount, str]] = field(default_factory=dict)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, control: FilesControl):
+        self.control = control
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            self.control._on_fs_event(event)
+        except Exception:  # an exception here would silently end the observer thread
+            log.exception("file event handling failed", path=str(event.src_path))
+
+
+class FilesControl(Control):
+    """Removable and network mounts, new mounts, and flagged files in watched folders."""
+
+    name: ClassVar[str] = "files"
+    check_interval: ClassVar[float] = 15.0
+
+    def __init__(self, ctx: ControlContext, *, mountinfo: str = MOUNTINFO):
+        super().__init__(ctx)
+        self.settings = FilesSettings()
+        self._mountinfo = mountinfo
+        self._sys_root = ctx.config.sysfs_root
+        self._layout = _Layout()
+        self._mounts: dict[str, Mount] = {}  # mount point -> top mount, as last read
+        self._lock = threading.RLock()
+        self._observer: BaseObserver | None = None
+        self._handler = _Handler(self)
+        self._watches: dict[tuple[str, bool], tuple[ObservedWatch, int]] = {}
+        self._unwatched: dict[str, str] = {}
+        self._pending: dict[str, float] = {}
+        self._pending_lock = threading.Lock()
+        self._reported: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._tasks: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._mount_watcher: MountWatcher | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, policy: Policy) -> None:
+        super().start(policy)
+        self.settings = FilesSettings.from_policy(policy)
+        try:
+            observer = Observer()
+            observer.start()
+        except OSError as exc:
+            raise ControlUnavailable(f"cannot watch files (inotify): {exc}") from exc
+        self._observer = observer
+        try:
+            mounts = read_mounts(self._mountinfo)
+        except OSError as exc:
+            observer.stop()
+            raise ControlUnavailable(f"cannot read the mount table {self._mountinfo}: "
+                                     f"{exc}") from exc
+        self._worker = threading.Thread(target=self._work, name="files-worker", daemon=True)
+        self._worker.start()
+        self._sync_mounts(mounts, present_at_start=True)
+        self._mount_watcher = MountWatcher(self._mounts_changed, self._mountinfo)
+        self._mount_watcher.start()
+
+    def apply_policy(self, policy: Policy) -> None:
+        super().apply_policy(policy)
+        with self._lock:
+            self.settings = FilesSettings.from_policy(policy)
+            self._relayout()
+
+    def check(self) -> None:
+        """Re-read the mount table and re-expand the ``watch`` globs (a backstop for any
+        notice the kernel or inotify did not deliver)."""
+        self._mounts_changed()
+
+    def stop(self) -> None:
+        if self._mount_watcher is not None:
+            self._mount_watcher.stop()
+            self._mount_watcher = None
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5)
+            self._observer = None
+        if self._worker is not None:
+            self._tasks.put(None)
+            self._worker.join(10)
+            self._worker = None
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {"exits": sorted(self._layout.exits), "watched": sorted(self._layout.targets),
+                    "unwatched": dict(self._unwatched)}
+
+    # -- mounts ------------------------------------------------------------------------
+
+    def _mounts_changed(self) -> None:
+        try:
+            mounts = read_mounts(self._mountinfo)
+        except OSError:
+            log.exception("cannot read the mount table")
+            return
+        self._sync_mounts(mounts, present_at_start=False)
+
+    def _sync_mounts(self, mounts: list[Mount], *, present_at_start: bool) -> None:
+        top: dict[str, Mount] = {}
+        for m in mounts:  # later lines are mounted on top of earlier ones
+            top[m.point] = m
+        with self._lock:
+            new = [m for p, m in top.items()
+                   if p not in self._mounts or self._mounts[p].mount_id != m.mount_id]
+            self._mounts = top
+            for m in new:
+                cls = mount_class(m, self.settings.removable, self._removable)
+                if cls is None:
+                    continue
+                start = present_at_start
+                if judge_mount(m, cls, present_at_start=start,
+                               approved=self.settings.approved_mounts):
+                    self._record_mount(m, cls, start)
+                if not (start and cls == "block"):
+                    self._layout.exit_mounts[m.point] = (m, cls)
+            for point in list(self._layout.exit_mounts):
+                if point not in top or top[point].mount_id != \
+                        self._layout.exit_mounts[point][0].mount_id:
+                    del self._layout.exit_mounts[point]
+            self._relayout()
+
+    def _removable(self, device: str) -> bool:
+        return block_removable(device, self._sys_root)
+
+    def _record_mount(self, m: Mount, cls: str, present_at_start: bool) -> None:
+        operator = self.ctx.operator.current()
+        self.record("files.mounted", "violation", {
+            "mount_point": m.point, "fstype": m.fstype, "source": m.source, "class": cls,
+            "present_at_start": present_at_start, "operator": operator,
+        }, user=operator)
+
+    # -- where to look -----------------------------------------------------------------
+
+    def _relayout(self, *, catch_up: bool = False) -> None:
+        """Recompute exits, watched folders and scaffolds; bring the watches in line.
+
+        With ``catch_up`` (a folder just appeared), files already in a newly watched folder
+        are judged too: they were written in the moment before its watch existed."""
+        s = self.settings
+        with self._lock:
+            old_targets = self._layout.targets
+            exits = {r for r in s.removable if os.path.isdir(r)}
+            exits |= {p for p in self._layout.exit_mounts
+                      if not any(path_matches(p, a) for a in s.approved_mounts)}
+            scaffolds: set[str] = set()
+            for pat in s.watch:
+                scaffolds |= expand_dirs(tuple(glob_scaffold(pat)))
+            self._layout.exits = frozenset(exits)
+            self._layout.targets = frozenset(expand_dirs(s.watch))
+            self._layout.scaffolds = frozenset(scaffolds)
+            wanted = {(p, True) for p in exits | self._layout.targets}
+            wanted |= {(p, False) for p in scaffolds}
+            self._sync_watches(wanted)
+            if catch_up:
+                for t in sorted(self._layout.targets - old_targets):
+                    self._tasks.put(("tree", t))
+
+    def _sync_watches(self, wanted: set[tuple[str, bool]]) -> None:
+        observer = self._observer
+        if observer is None:
+            return
+        for key in list(self._watches):
+            watch, ino = self._watches[key]
+            if key in wanted and _inode(key[0]) == ino:
+                continue
+            with contextlib.suppress(Exception):  # the folder may be gone already
+                observer.unschedule(watch)
+            del self._watches[key]
+        for key in sorted(wanted - set(self._watches)):
+            path, recursive = key
+            found = _inode(path)
+            if found is None:
+                continue
+            try:
+                watch = observer.schedule(self._handler, path, recursive=recursive)
+            except OSError as exc:  # e.g. the inotify watch limit: say so, keep the rest
+                self._unwatched[path] = str(exc)
+                log.error("cannot watch a folder", path=path, error=str(exc))
+                continue
+            self._unwatched.pop(path, None)
+            self._watches[key] = (watch, found)
+
+    # -- file events (observer thread: classify and hand over, nothing slow) -------------
+
+    def _relevant(self, path: str) -> bool:
+        lay = self._layout
+        if containing(path, lay.exits) is not None:
+            return True
+        return (containing(path, lay.targets) is not None
+                and flag_match(os.path.basename(path), self.settings.flag) is not None)
+
+    def _on_fs_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        if isinstance(event, (DirCreatedEvent, DirDeletedEvent, DirMovedEvent)):
+            dest = os.fsdecode(event.dest_path) if isinstance(event, DirMovedEvent) else src
+            lay = self._layout
+            if os.path.dirname(src) in lay.scaffolds or os.path.dirname(dest) in lay.scaffolds \
+                    or src in lay.targets:
+                self._tasks.put(("relayout", dest))
+            if isinstance(event, DirMovedEvent) and (
+                    containing(dest, lay.exits) or containing(dest, lay.targets)):
+                self._tasks.put(("tree", dest))
+            return
+        if isinstance(event, FileCreatedEvent):
+            if self._relevant(src):
+                with self._pending_lock:
+                    first = not self._pending
+                    self._pending.setdefault(src, self.ctx.clock())
+                if first:  # the worker sleeps without a timeout while nothing is pending
+                    self._tasks.put(("wake", src))
+        elif isinstance(event, FileClosedEvent):
+            with self._pending_lock:
+                self._pending.pop(src, None)
+            if self._relevant(src):
+                self._tasks.put(("file", src))
+        elif isinstance(event, FileMovedEvent):
+            dest = os.fsdecode(event.dest_path)
+            with self._pending_lock:
+                self._pending.pop(src, None)
+            if self._relevant(dest):
+                self._tasks.put(("file", dest))
+        elif isinstance(event, FileDeletedEvent):
+            with self._pending_lock:
+                self._pending.pop(src, None)
+
+    # -- the worker: hashing and recording ---------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._pending_lock:
+                timeout = SETTLE / 2 if self._pending else None
+            try:
+                task = self._tasks.get(timeout=timeout)
+            except queue.Empty:
+                task = ("sweep", "")
+            if task is None:
+                return
+            try:
+                self._do(*task)
+            except Exception:
+                log.exception("files worker task failed", task=task[0], path=task[1])
+
+    def _do(self, what: str, path: str) -> None:
+        if what == "file":
+            self._judge_file(path)
+        elif what == "tree":
+            self._judge_tree(path)
+        elif what == "relayout":
+            self._relayout(catch_up=True)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        now = self.ctx.clock()
+        with self._pending_lock:
+            due = [p for p, t in self._pending.items() if now - t >= SETTLE]
+            for p in due:
+                del self._pending[p]
+        for p in due:
+            self._judge_file(p)
+
+    def _judge_tree(self, root: str) -> None:
+        count = 0
+        for folder, _dirs, names in os.walk(root):
+            for n in names:
+                path = os.path.join(folder, n)
+                if self._relevant(path):
+                    self._judge_file(path)
+                count += 1
+                if count >= TREE_LIMIT:
+                    log.warning("directory too large to judge whole", path=root)
+                    return
+
+    def _judge_file(self, path: str) -> None:
+        lay = self._layout
+        exit_root = containing(path, lay.exits)
+        target = containing(path, lay.targets)
+        pattern = flag_match(os.path.basename(path), self.settings.flag) if target else None
+        if exit_root is None and pattern is None:
+            return
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return  # gone again (a temporary file renamed away): its new name is judged
+        if not stat.S_ISREG(st.st_mode):
+            return
+        key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in self._reported:
+            return
+        self._reported[key] = None
+        while len(self._reported) > 4096:
+            self._reported.popitem(last=False)
+        limit = self.settings.hash_limit
+        try:
+            digest, _n, st = sha256_bounded(path, limit)
+        except OSError:
+            return
+        owner = user_name(st.st_uid)
+        details: dict[str, Any] = {
+            "path": path, "size": st.st_size, "sha256": digest, "owner": owner,
+            "operator": self.ctx.operator.current(),
+        }
+        if digest is None:
+            details["hash_skipped"] = (f"larger than hash_limit ({limit} bytes)" if limit > 0
+                                       else "hash_limit is 0")
+        if exit_root is not None:
+            mount = lay.exit_mounts.get(exit_root)
+            self.record("files.copied", "violation", {
+                **details, "exit": exit_root,
+                "class": mount[1] if mount else "removable-root",
+                "fstype": mount[0].fstype if mount else None,
+            }, user=owner)
+        if pattern is not None:
+            self.record("files.flagged", "warning",
+                        {**details, "folder": target, "pattern": pattern}, user=owner)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino if stat.S_ISDIR(st.st_mode) else None

@@ -1,0 +1,305 @@
+"""The network control: new ways onto a network, and connections outside the allow-list.
+
+Policy table ``[network]``:
+
+- ``interfaces`` (globs, default ``["lo"]``): the network interfaces this PC may have.
+  Any other interface (USB tethering ``usb0``/``enx...``, Wi-Fi ``wl...``, a VPN tunnel
+  ``tun0``/``wg0``, a veth or bridge) is a ``network.interface`` violation when it appears,
+  or at start when it is already there. An interface that goes and comes back is judged
+  again.
+- ``check_interval`` (default ``"5s"``): how often interfaces and connections are read.
+- ``[[network.egress]]`` entries (``net`` = an address or CIDR, ``ports`` = a list, empty
+  for any port, ``note``): the allow-list of destinations. When at least one entry exists,
+  every established outbound TCP connection (IPv4 and IPv6) to any other destination is a
+  ``network.flagged`` warning naming the program that made it (pid, executable, command
+  line, user), once per (process, destination). Without entries no connection is judged.
+  Loopback is judged like any other destination: allow ``127.0.0.0/8`` and ``::1`` if
+  local services are fine.
+
+The control only observes: it never changes routes, firewall rules or traffic. It reads
+the kernel's connection tables (``/proc/net/tcp``, ``/proc/net/tcp6``) every round, which is
+cheap; finding the program behind a connection means walking every process's open files,
+so that is done only when a connection not seen before breaks the allow-list. Inbound
+connections (to a port this PC listens on) are not egress and are not judged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psutil
+import structlog
+
+from ..policy import EgressRule, Policy
+from .control import Control, ControlContext, ControlUnavailable
+from .periodic import Periodic
+
+log = structlog.get_logger("floorguard.network")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+TCP_ESTABLISHED = "01"
+TCP_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    interfaces: tuple[str, ...] = ("lo",)
+    check_interval: float = 5.0
+    egress: tuple[EgressRule, ...] = ()
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> NetworkSettings:
+        t = policy.get("network")
+        return cls(interfaces=tuple(t.get("interfaces", ("lo",))),
+                   check_interval=float(t.get("check_interval", 5.0)),
+                   egress=tuple(t.get("egress", ())))
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    """One row of /proc/net/tcp{,6}."""
+
+    local: IPAddress
+    lport: int
+    remote: IPAddress
+    rport: int
+    state: str
+    uid: int
+    inode: int
+
+
+# --- pure decisions -----------------------------------------------------------------------
+
+
+def interface_allowed(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, g) for g in globs)
+
+
+def egress_allowed(addr: IPAddress, port: int, rules: tuple[EgressRule, ...]) -> bool:
+    for rule in rules:
+        net = ipaddress.ip_network(rule.net)
+        if addr.version == net.version and addr in net and (not rule.ports
+                                                              or port in rule.ports):
+            return True
+    return False
+
+
+def outbound(sockets: list[TcpSocket]) -> list[TcpSocket]:
+    """Established connections this PC opened: not those accepted on a listening port."""
+    listening = {(s.local, s.lport) for s in sockets if s.state == TCP_LISTEN}
+    wildcard_ports = {s.lport for s in sockets
+                      if s.state == TCP_LISTEN and s.local.is_unspecified}
+    return [s for s in sockets if s.state == TCP_ESTABLISHED and not s.remote.is_unspecified
+            and (s.local, s.lport) not in listening and s.lport not in wildcard_ports]
+
+
+def _addr(hexaddr: str) -> IPAddress:
+    raw = bytes.fromhex(hexaddr)
+    if len(raw) == 4:
+        return ipaddress.IPv4Address(raw[::-1])
+    # IPv6 is four 32-bit words, each in host (little-endian) order.
+    v6 = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+    return v6.ipv4_mapped or v6
+
+
+def parse_proc_net_tcp(text: str) -> list[TcpSocket]:
+    """Parse /proc/net/tcp or tcp6; malformed rows are skipped."""
+    out = []
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        try:
+            la, lp = f[1].split(":")
+            ra, rp = f[2].split(":")
+            out.append(TcpSocket(local=_addr(la), lport=int(lp, 16), remote=_addr(ra),
+                                 rport=int(rp, 16), state=f[3].upper(), uid=int(f[7]),
+                                 inode=int(f[9])))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+# --- OS adapters --------------------------------------------------------------------------
+
+
+def read_tcp(proc_net: str = "/proc/net") -> list[TcpSocket]:
+    out: list[TcpSocket] = []
+    for name in ("tcp", "tcp6"):
+        try:
+            out += parse_proc_net_tcp(Path(proc_net, name).read_text())
+        except OSError:
+            continue  # no IPv6 in this kernel
+    return out
+
+
+def interface_facts(name: str, index: int) -> dict[str, Any]:
+    """What the event says about an interface: addresses, MAC, state, and from sysfs (when
+    sysfs shows this network namespace) its type and whether it hangs off USB."""
+    facts: dict[str, Any] = {"interface": name, "index": index}
+    addrs = psutil.net_if_addrs().get(name, [])
+    facts["addresses"] = sorted(a.address for a in addrs
+                                if a.family in (socket.AF_INET, socket.AF_INET6))
+    macs = [a.address for a in addrs if a.family == psutil.AF_LINK]
+    facts["mac"] = macs[0] if macs else None
+    stats = psutil.net_if_stats().get(name)
+    facts["up"] = bool(stats.isup) if stats else None
+    sys_dir = Path("/sys/class/net", name)
+    try:
+        if int((sys_dir / "ifindex").read_text()) == index:
+            uevent = dict(line.split("=", 1) for line in
+                          (sys_dir / "uevent").read_text().splitlines() if "=" in line)
+            facts["type"] = uevent.get("DEVTYPE") or ("wireless" if (sys_dir / "wireless")
+                                                      .exists() else None)
+            facts["usb"] = "/usb" in os.path.realpath(sys_dir / "device")
+    except (OSError, ValueError):
+        pass
+    return facts
+
+
+def owners(sockets: list[TcpSocket]) -> dict[tuple[Any, ...], psutil.Process]:
+    """The process behind each connection, keyed by (local, lport, remote, rport)."""
+    want = {(str(s.local), s.lport, str(s.remote), s.rport) for s in sockets}
+    found: dict[tuple[Any, ...], psutil.Process] = {}
+    for c in psutil.net_connections(kind="tcp"):
+        if not c.raddr or not c.laddr or c.pid is None:
+            continue
+        laddr: Any = c.laddr  # an (ip, port) pair once known non-empty
+        raddr: Any = c.raddr
+        key = (str(_plain(laddr.ip)), laddr.port, str(_plain(raddr.ip)), raddr.port)
+        if key in want:
+            try:
+                found[key] = psutil.Process(c.pid)
+            except psutil.Error:
+                continue
+    return found
+
+
+def _plain(ip: str) -> IPAddress:
+    a = ipaddress.ip_address(ip.split("%")[0])
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
+        return a.ipv4_mapped
+    return a
+
+
+# --- the control --------------------------------------------------------------------------
+
+
+class NetworkControl(Control):
+    """New network interfaces and egress outside the allow-list; observes, never acts."""
+
+    name: ClassVar[str] = "network"
+    check_interval: ClassVar[float] = 60.0
+
+    def __init__(self, ctx: ControlContext, *, proc_net: str = "/proc/net"):
+        super().__init__(ctx)
+        self.settings = NetworkSettings()
+        self._proc_net = proc_net
+        self._interfaces: dict[str, int] | None = None  # None until the first round
+        self._seen_sockets: set[int] = set()
+        self._flagged: set[tuple[Any, ...]] = set()
+        self._loop = Periodic("network-scan", self.scan, lambda: self.settings.check_interval)
+        self.rounds = 0
+
+    def start(self, policy: Policy) -> None:
+        super().start(policy)
+        self.settings = NetworkSettings.from_policy(policy)
+        try:
+            socket.if_nameindex()
+        except OSError as exc:
+            raise ControlUnavailable(f"cannot list network interfaces: {exc}") from exc
+        # The interfaces present now are judged before the agent reports itself ready, so
+        # "present at start" means exactly that.
+        self._scan_interfaces()
+        self._loop.start()
+
+    def apply_policy(self, policy: Policy) -> None:
+        super().apply_policy(policy)
+        self.settings = NetworkSettings.from_policy(policy)
+        self._interfaces = None  # judge every interface by the new list
+        self._seen_sockets.clear()
+        self._loop.wake()
+
+    def stop(self) -> None:
+        self._loop.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {"interfaces": sorted(self._interfaces or {}), "rounds": self.rounds}
+
+    def scan(self) -> None:
+        """One round: interfaces, then (with an allow-list) connections."""
+        self._scan_interfaces()
+        if self.settings.egress:
+            self._scan_connections()
+        self.rounds += 1
+
+    def _scan_interfaces(self) -> None:
+        now = {name: index for index, name in socket.if_nameindex()}
+        first = self._interfaces is None
+        before = self._interfaces or {}
+        for name, index in sorted(now.items()):
+            if before.get(name) == index:
+                continue
+            if interface_allowed(name, self.settings.interfaces):
+                continue
+            operator = self.ctx.operator.current()
+            self.record("network.interface", "violation", {
+                **interface_facts(name, index), "present_at_start": first,
+                "allowed": list(self.settings.interfaces), "operator": operator,
+            }, user=operator)
+        self._interfaces = now
+
+    def _scan_connections(self) -> None:
+        rules = self.settings.egress
+        sockets = outbound(read_tcp(self._proc_net))
+        current = {s.inode for s in sockets}
+        fresh = [s for s in sockets if s.inode not in self._seen_sockets
+                 and not egress_allowed(s.remote, s.rport, rules)]
+        self._seen_sockets = current
+        if not fresh:
+            return
+        procs = owners(fresh)
+        live_pids = set(psutil.pids())
+        self._flagged = {k for k in self._flagged if k[0] is None or k[0] in live_pids}
+        for s in fresh:
+            proc = procs.get((str(s.local), s.lport, str(s.remote), s.rport))
+            facts = _process_facts(proc, s.uid)
+            key = (facts["pid"], str(s.remote), s.rport)
+            if key in self._flagged:
+                continue
+            self._flagged.add(key)
+            self.record("network.flagged", "warning", {
+                **facts, "remote": str(s.remote), "port": s.rport, "local": str(s.local),
+                "local_port": s.lport, "protocol": "tcp" if s.remote.version == 4 else "tcp6",
+                "operator": self.ctx.operator.current(),
+            }, user=facts["user"])
+
+
+def _process_facts(proc: psutil.Process | None, uid: int) -> dict[str, Any]:
+    facts: dict[str, Any] = {"pid": None, "name": None, "exe": None, "cmdline": [],
+                             "user": _user(uid)}
+    if proc is None:
+        return facts
+    try:
+        with proc.oneshot():
+            facts.update(pid=proc.pid, name=proc.name(), cmdline=proc.cmdline()[:32],
+                         user=proc.username())
+            with contextlib.suppress(psutil.AccessDenied):
+                facts["exe"] = proc.exe()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
+        pass
+    return facts
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

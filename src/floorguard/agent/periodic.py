@@ -1,0 +1,53 @@
+"""A guarded background loop for controls whose pace the policy sets.
+
+The agent's scheduler runs ``Control.check`` at a fixed class-level interval; the leak
+controls instead scan at the policy's ``scan_interval`` / ``check_interval``, which a new
+policy may change while they run. One exception in a scan is logged and the loop goes on:
+a single unreadable ``/proc`` entry must never end the watching.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+
+log = structlog.get_logger("floorguard.agent")
+
+
+class Periodic:
+    """Calls ``fn`` every ``interval()`` seconds on its own daemon thread until stopped."""
+
+    def __init__(self, name: str, fn: Callable[[], None], interval: Callable[[], float]):
+        self.name = name
+        self._fn = fn
+        self._interval = interval
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run the next round now (a new policy, a test that wants an answer)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._fn()
+            except Exception:
+                log.exception("periodic scan failed", loop=self.name)
+            self._wake.wait(max(self._interval(), 0.01))
+            self._wake.clear()

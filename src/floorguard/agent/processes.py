@@ -1,0 +1,311 @@
+"""The processes control: programs the floor forbids (screen recorders, cloud sync).
+
+Policy table ``[processes]``:
+
+- ``forbid``: program names (globs allowed, e.g. ``"obs*"``), matched against the process
+  name and the file name of its executable.
+- ``forbid_paths``: executable paths (globs allowed, e.g. ``"/opt/dropbox/*"``).
+- ``forbid_sha256``: SHA-256 digests of executables. The running executable is hashed
+  through ``/proc/PID/exe``, so a renamed or moved copy is still recognised.
+- ``action``: ``report`` records ``processes.flagged`` (warning); ``kill`` ends the
+  process with SIGKILL and records ``processes.killed`` (violation). Either event names
+  the process's user, pid, executable and command line, and the operator at the seat.
+- ``scan_interval`` (default ``"1s"``) and ``full_scan_interval`` (default ``"30s"``).
+
+Cheap by design: every ``scan_interval`` the control compares the list of pids with the
+last one and inspects only new processes (and, for a few seconds, the recent ones again,
+to see the program a new process ``exec``s into). Every process is inspected again at
+most every ``full_scan_interval``, which catches a long-lived process that ``exec``s a
+forbidden program later. Digests are cached by (device, inode, mtime, size) of the
+executable, so a program is hashed once however many copies run.
+
+The agent never kills itself, its ancestors or PID 1; when such a process matches, it is
+reported with the reason instead. Each process is reported once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import signal
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psutil
+import structlog
+
+from ..events import rfc3339
+from ..policy import Policy
+from .control import Control, ControlContext
+from .desktop import notify_user
+from .periodic import Periodic
+
+log = structlog.get_logger("floorguard.processes")
+
+YOUNG = 5.0  # seconds a new process is looked at again (fork now, exec a moment later)
+CMDLINE_MAX = 4096
+
+
+@dataclass(frozen=True)
+class ProcessRules:
+    forbid: tuple[str, ...] = ()
+    forbid_paths: tuple[str, ...] = ()
+    forbid_sha256: frozenset[str] = frozenset()
+    action: str = "report"
+    scan_interval: float = 1.0
+    full_scan_interval: float = 30.0
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> ProcessRules:
+        t = policy.get("processes")
+        return cls(forbid=tuple(t.get("forbid", ())),
+                   forbid_paths=tuple(t.get("forbid_paths", ())),
+                   forbid_sha256=frozenset(t.get("forbid_sha256", ())),
+                   action=str(t.get("action", "report")),
+                   scan_interval=float(t.get("scan_interval", 1.0)),
+                   full_scan_interval=float(t.get("full_scan_interval", 30.0)))
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    name: str
+    exe: str
+    cmdline: tuple[str, ...]
+    username: str
+    create_time: float
+    ppid: int
+
+
+# --- pure decisions -----------------------------------------------------------------------
+
+
+def forbidden(name: str, exe: str, rules: ProcessRules, sha256: str | None) -> str | None:
+    """Why a process is forbidden (``name "obs"``, ``path "/x"``, ``sha256 ab12...``), or
+    None when it is not."""
+    names = {name, os.path.basename(exe)} - {""}
+    for pat in rules.forbid:
+        for n in sorted(names):
+            if fnmatch.fnmatchcase(n, pat):
+                return f'name "{pat}"'
+    for pat in rules.forbid_paths:
+        if exe and fnmatch.fnmatchcase(exe, pat):
+            return f'path "{pat}"'
+    if sha256 is not None and sha256 in rules.forbid_sha256:
+        return f"sha256 {sha256}"
+    return None
+
+
+def scan_plan(now: float, pids: set[int], known: set[int], first_seen: dict[int, float],
+              last_full: float | None, full_every: float) -> tuple[set[int], bool]:
+    """Which pids to inspect this round, and whether it is a full scan."""
+    if last_full is None or now - last_full >= full_every:
+        return set(pids), True
+    young = {p for p, t in first_seen.items() if now - t < YOUNG and p in pids}
+    return (pids - known) | young, False
+
+
+def protected_pids() -> set[int]:
+    """The agent, its ancestors and PID 1: never killed, whatever the policy says."""
+    out, pid = {1}, os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            pid = psutil.Process(pid).ppid()
+        except psutil.Error:
+            break
+    return out
+
+
+# --- OS adapters --------------------------------------------------------------------------
+
+
+class ExeHashes:
+    """SHA-256 of executables through ``/proc/PID/exe``, cached by file identity."""
+
+    def __init__(self, limit: int = 4096):
+        self._cache: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+        self._limit = limit
+
+    def of(self, pid: int) -> str | None:
+        path = f"/proc/{pid}/exe"
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1024 * 1024):
+                    h.update(chunk)
+        except OSError:
+            return None
+        digest = h.hexdigest()
+        self._cache[key] = digest
+        while len(self._cache) > self._limit:
+            self._cache.popitem(last=False)
+        return digest
+
+
+def inspect(pid: int) -> tuple[psutil.Process, str, str] | None:
+    """The process, its name and executable path: the cheap part, read for every pid
+    in a scan."""
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            name = p.name()
+            try:
+                exe = p.exe()
+            except psutil.AccessDenied:
+                exe = ""
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return None
+    return p, name, exe
+
+
+def describe(p: psutil.Process, name: str, exe: str) -> ProcInfo | None:
+    """Everything an event says about a process: read only for one that matched."""
+    try:
+        with p.oneshot():
+            return ProcInfo(pid=p.pid, name=name, exe=exe, cmdline=tuple(p.cmdline()),
+                            username=p.username(), create_time=p.create_time(),
+                            ppid=p.ppid())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return None
+    except KeyError:  # a uid with no name
+        return ProcInfo(pid=p.pid, name=name, exe=exe, cmdline=(), username=str(
+            p.uids().real), create_time=p.create_time(), ppid=p.ppid())
+
+
+def _cmdline(parts: tuple[str, ...]) -> list[str]:
+    out, total = [], 0
+    for part in parts:
+        total += len(part)
+        if total > CMDLINE_MAX:
+            out.append(part[: max(0, CMDLINE_MAX - (total - len(part)))] + "...")
+            break
+        out.append(part)
+    return out
+
+
+# --- the control --------------------------------------------------------------------------
+
+
+class ProcessesControl(Control):
+    """Forbidden programs, reported or killed."""
+
+    name: ClassVar[str] = "processes"
+    check_interval: ClassVar[float] = 60.0
+
+    def __init__(self, ctx: ControlContext):
+        super().__init__(ctx)
+        self.rules = ProcessRules()
+        self.hashes = ExeHashes()
+        self._known: set[int] = set()
+        self._first_seen: dict[int, float] = {}
+        self._last_full: float | None = None
+        self._reported: set[tuple[int, float]] = set()
+        self._protected: set[int] = set()
+        self._loop = Periodic("processes-scan", self.scan, lambda: self.rules.scan_interval)
+        self.scans = 0
+
+    def start(self, policy: Policy) -> None:
+        super().start(policy)
+        self.rules = ProcessRules.from_policy(policy)
+        self._protected = protected_pids()
+        self._loop.start()
+
+    def apply_policy(self, policy: Policy) -> None:
+        super().apply_policy(policy)
+        self.rules = ProcessRules.from_policy(policy)
+        self._last_full = None  # judge every running process by the new rules
+        self._loop.wake()
+
+    def stop(self) -> None:
+        self._loop.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {"processes": len(self._known), "scans": self.scans,
+                "action": self.rules.action}
+
+    def scan(self) -> None:
+        """One round: inspect new (and recent) processes, or all of them when due."""
+        rules = self.rules
+        if not (rules.forbid or rules.forbid_paths or rules.forbid_sha256):
+            return
+        now = self.ctx.clock()
+        pids = set(psutil.pids())
+        todo, full = scan_plan(now, pids, self._known, self._first_seen, self._last_full,
+                               rules.full_scan_interval)
+        if full:
+            self._last_full = now
+        for pid in pids - self._known:
+            self._first_seen[pid] = now
+        for pid in list(self._first_seen):
+            if pid not in pids or now - self._first_seen[pid] >= YOUNG:
+                del self._first_seen[pid]
+        for pid in sorted(todo):
+            self._check(pid, rules)
+        self._known = pids
+        if full:
+            self._reported = {k for k in self._reported if k[0] in pids}
+        self.scans += 1
+
+    def _check(self, pid: int, rules: ProcessRules) -> None:
+        found = inspect(pid)
+        if found is None:
+            return
+        proc, name, exe = found
+        if (pid, proc.create_time()) in self._reported:
+            return
+        digest = self.hashes.of(pid) if rules.forbid_sha256 else None
+        why = forbidden(name, exe, rules, digest)
+        if why is None:
+            return
+        self._reported.add((pid, proc.create_time()))
+        info = describe(proc, name, exe)
+        if info is None:
+            return  # it ended between two reads
+        if pid in self._protected:
+            self._report(info, digest, why, "processes.flagged", "warning",
+                         {"not_killed": "the agent never kills itself, its ancestors "
+                                        "or PID 1"})
+            return
+        self._act(proc, info, digest, why, rules)
+
+    def _act(self, proc: psutil.Process, info: ProcInfo, digest: str | None, why: str,
+             rules: ProcessRules) -> None:
+        if rules.action != "kill":
+            self._report(info, digest, why, "processes.flagged", "warning", {})
+            return
+        try:
+            # psutil checks the pid still names the same process (create time) first.
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            self._report(info, digest, why, "processes.flagged", "warning",
+                         {"not_killed": "it ended before it could be killed"})
+            return
+        except psutil.AccessDenied as exc:
+            self._report(info, digest, why, "processes.flagged", "violation",
+                         {"not_killed": f"kill refused: {exc}"})
+            return
+        self._report(info, digest, why, "processes.killed", "violation",
+                     {"signal": "SIGKILL"})
+        notify_user(info.username, "Program closed by floor policy",
+                    f"{info.name} is not allowed on this floor and was closed.")
+
+    def _report(self, info: ProcInfo, digest: str | None, why: str, kind: str,
+                severity: str, extra: dict[str, Any]) -> None:
+        self.record(kind, severity, {
+            "pid": info.pid, "ppid": info.ppid, "name": info.name, "exe": info.exe,
+            "cmdline": _cmdline(info.cmdline), "user": info.username, "sha256": digest,
+            "matched": why, "started": rfc3339(info.create_time),
+            "operator": self.ctx.operator.current(), **extra,
+        }, user=info.username)
