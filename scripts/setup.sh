@@ -12,6 +12,7 @@ APT_PACKAGES=(
   cups cups-client cups-bsd cups-ipp-utils cups-filters libcups2-dev poppler-utils ghostscript
   chromium postgresql fonts-noto-cjk
   iproute2 util-linux systemd procps
+  bindfs e2fsprogs
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libfontconfig1
 )
 

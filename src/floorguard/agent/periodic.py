@@ -19,8 +19,10 @@ log = structlog.get_logger("floorguard.agent")
 class Periodic:
     """Calls ``fn`` every ``interval()`` seconds on its own daemon thread until stopped."""
 
-    def __init__(self, name: str, fn: Callable[[], None], interval: Callable[[], float]):
+    def __init__(self, name: str, fn: Callable[[], None], interval: Callable[[], float], *,
+                 wait_first: bool = False):
         self.name = name
+        self._wait_first = wait_first
         self._fn = fn
         self._interval = interval
         self._stop = threading.Event()
@@ -44,6 +46,9 @@ class Periodic:
             self._thread = None
 
     def _run(self) -> None:
+        if self._wait_first:
+            self._wake.wait(max(self._interval(), 0.01))
+            self._wake.clear()
         while not self._stop.is_set():
             try:
                 self._fn()

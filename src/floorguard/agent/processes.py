@@ -154,20 +154,65 @@ class ExeHashes:
         return digest
 
 
-def inspect(pid: int) -> tuple[psutil.Process, str, str] | None:
-    """The process, its name and executable path: the cheap part, read for every pid
-    in a scan."""
+@dataclass(frozen=True)
+class Seen:
+    """What a scan reads of every process: two small reads of /proc, no more."""
+
+    pid: int
+    comm: str
+    start: int  # start time in clock ticks since boot: with the pid, a process's identity
+    exe: str
+
+
+def read_proc(pid: int, proc: str = "/proc") -> Seen | None:
+    """The process's name (``comm``), start time and executable; None for a process that
+    is gone, a zombie, or unreadable. psutil reads the same files, but through several
+    opens per field; a full scan of hundreds of processes must stay this cheap."""
     try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            name = p.name()
-            try:
-                exe = p.exe()
-            except psutil.AccessDenied:
-                exe = ""
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
         return None
-    return p, name, exe
+    try:
+        # comm may hold spaces and parentheses: it ends at the last ")"
+        left, right = data.index(b"("), data.rindex(b")")
+        rest = data[right + 2:].split()
+        state, start = rest[0], int(rest[19])
+    except (ValueError, IndexError):
+        return None
+    if state in (b"Z", b"X"):
+        return None
+    comm = data[left + 1:right].decode("utf-8", "surrogateescape")
+    try:
+        exe = os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        exe = ""  # a kernel thread, or it just ended
+    exe = exe.removesuffix(" (deleted)")
+    return Seen(pid=pid, comm=comm, start=start, exe=exe)
+
+
+def list_pids(proc: str = "/proc") -> set[int]:
+    return {int(n) for n in os.listdir(proc) if n.isdigit()}
+
+
+def read_last_pid(proc: str = "/proc") -> int | None:
+    """The pid the kernel handed out last (the fifth field of /proc/loadavg): unchanged
+    means no process or thread was started since it was last read."""
+    try:
+        with open(f"{proc}/loadavg", "rb") as f:
+            return int(f.read().split()[4])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def long_name(pid: int) -> str:
+    """The program name from the command line, for a ``comm`` the kernel cut at 15 bytes."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv0 = f.read(4096).split(b"\0", 1)[0]
+    except OSError:
+        return ""
+    return os.path.basename(argv0.decode("utf-8", "surrogateescape"))
 
 
 def describe(p: psutil.Process, name: str, exe: str) -> ProcInfo | None:
@@ -211,15 +256,21 @@ class ProcessesControl(Control):
         self._known: set[int] = set()
         self._first_seen: dict[int, float] = {}
         self._last_full: float | None = None
-        self._reported: set[tuple[int, float]] = set()
+        self._reported: set[tuple[int, int]] = set()
+        self._exe_seen: dict[int, str] = {}
+        self._last_pid: int | None = None
         self._protected: set[int] = set()
-        self._loop = Periodic("processes-scan", self.scan, lambda: self.rules.scan_interval)
+        self._loop = Periodic("processes-scan", self.scan, lambda: self.rules.scan_interval,
+                              wait_first=True)
         self.scans = 0
 
     def start(self, policy: Policy) -> None:
         super().start(policy)
         self.rules = ProcessRules.from_policy(policy)
         self._protected = protected_pids()
+        # The first, full scan runs before the agent reports itself ready: what runs at
+        # start is judged at once, and what starts later is new.
+        self.scan()
         self._loop.start()
 
     def apply_policy(self, policy: Policy) -> None:
@@ -241,38 +292,68 @@ class ProcessesControl(Control):
         if not (rules.forbid or rules.forbid_paths or rules.forbid_sha256):
             return
         now = self.ctx.clock()
-        pids = set(psutil.pids())
+        last_pid = read_last_pid()
+        full_due = self._last_full is None or now - self._last_full >= rules.full_scan_interval
+        if full_due or last_pid is None or last_pid != self._last_pid:
+            pids = list_pids()
+            self._exe_seen = {p: e for p, e in self._exe_seen.items() if p in pids}
+        else:
+            # No pid was handed out since the last round, so no process is new: skip the
+            # listing of /proc, the one costly read of a quiet round.
+            pids = self._known
+        self._last_pid = last_pid
         todo, full = scan_plan(now, pids, self._known, self._first_seen, self._last_full,
                                rules.full_scan_interval)
         if full:
             self._last_full = now
-        for pid in pids - self._known:
-            self._first_seen[pid] = now
+        if self.scans:  # processes running when the agent started are not young
+            for pid in pids - self._known:
+                self._first_seen[pid] = now
         for pid in list(self._first_seen):
             if pid not in pids or now - self._first_seen[pid] >= YOUNG:
                 del self._first_seen[pid]
         for pid in sorted(todo):
+            if pid in self._known and self._same_program(pid):
+                continue
             self._check(pid, rules)
         self._known = pids
         if full:
             self._reported = {k for k in self._reported if k[0] in pids}
         self.scans += 1
 
+    def _same_program(self, pid: int) -> bool:
+        """Whether a known process still runs what it ran when last inspected: only
+        ``exec`` changes that, and one readlink tells."""
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        except OSError:
+            exe = ""
+        return self._exe_seen.get(pid) == exe
+
     def _check(self, pid: int, rules: ProcessRules) -> None:
-        found = inspect(pid)
-        if found is None:
+        seen = read_proc(pid)
+        if seen is None:
             return
-        proc, name, exe = found
-        if (pid, proc.create_time()) in self._reported:
+        self._exe_seen[pid] = seen.exe
+        if (pid, seen.start) in self._reported:
             return
         digest = self.hashes.of(pid) if rules.forbid_sha256 else None
-        why = forbidden(name, exe, rules, digest)
+        why = forbidden(seen.comm, seen.exe, rules, digest)
+        if why is None and len(seen.comm) == 15:
+            why = forbidden(long_name(pid), seen.exe, rules, digest)
         if why is None:
             return
-        self._reported.add((pid, proc.create_time()))
-        info = describe(proc, name, exe)
+        self._reported.add((pid, seen.start))
+        try:
+            proc = psutil.Process(pid)
+        except psutil.Error:
+            return
+        again = read_proc(pid)
+        if again is None or again.start != seen.start:
+            return  # it ended and the pid was taken again between two reads
+        info = describe(proc, seen.comm, seen.exe)
         if info is None:
-            return  # it ended between two reads
+            return
         if pid in self._protected:
             self._report(info, digest, why, "processes.flagged", "warning",
                          {"not_killed": "the agent never kills itself, its ancestors "
