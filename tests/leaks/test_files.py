@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from floorguard.agent.files import FilesControl
@@ -166,3 +167,20 @@ def test_the_periodic_check_finds_watched_folders_the_events_missed(
     (tmp_path / "home" / "carol" / "Desktop" / "out.csv").write_text("1")
     harness.wait_for("files.flagged", path=str(tmp_path / "home" / "carol" / "Desktop"
                                                 / "out.csv"))
+
+
+def test_a_long_copy_is_reported_once_when_its_writer_closes_it(harness: Harness,
+                                                                tmp_path: Path) -> None:
+    _layout(tmp_path)
+    harness.start(FilesControl, _policy(tmp_path))
+    path = tmp_path / "media" / "slow.bin"
+    # a writer that keeps the file open, writing, for longer than the settle time
+    with open(path, "wb") as f:
+        for _ in range(12):
+            f.write(b"z" * 4096)
+            f.flush()
+            time.sleep(0.2)
+    ev = harness.wait_for("files.copied", path=str(path))[0]
+    assert ev["details"]["size"] == 12 * 4096
+    assert ev["details"]["sha256"] == hashlib.sha256(b"z" * 12 * 4096).hexdigest()
+    assert len(harness.events("files.copied")) == 1

@@ -434,12 +434,24 @@ class FilesControl(Control):
         self._sweep()
 
     def _sweep(self) -> None:
+        """Judge files that appeared without a close: a hard link, a file moved in from
+        elsewhere, a folder's contents. One still being written (modified within the last
+        second: a long copy whose writer has not closed it yet) waits for its close."""
         now = self.ctx.clock()
         with self._pending_lock:
             due = [p for p, t in self._pending.items() if now - t >= SETTLE]
-            for p in due:
-                del self._pending[p]
         for p in due:
+            try:
+                busy = now - os.lstat(p).st_mtime < SETTLE
+            except OSError:
+                busy = False
+            with self._pending_lock:
+                if p not in self._pending:
+                    continue  # its close arrived meanwhile
+                if busy:
+                    self._pending[p] = now
+                    continue
+                del self._pending[p]
             self._judge_file(p)
 
     def _judge_tree(self, root: str) -> None:

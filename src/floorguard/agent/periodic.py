@@ -9,6 +9,7 @@ a single unreadable ``/proc`` entry must never end the watching.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -50,9 +51,13 @@ class Periodic:
             self._wake.wait(max(self._interval(), 0.01))
             self._wake.clear()
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self._fn()
             except Exception:
                 log.exception("periodic scan failed", loop=self.name)
-            self._wake.wait(max(self._interval(), 0.01))
+            # A fixed rate, not a fixed pause: a round that had to wait for the journal
+            # (a kill recorded durably) must not push every later round back.
+            interval = max(self._interval(), 0.01)
+            self._wake.wait(max(started + interval - time.monotonic(), 0.01))
             self._wake.clear()
