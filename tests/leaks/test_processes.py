@@ -134,3 +134,22 @@ def test_the_agent_itself_and_pid_1_are_never_killed() -> None:
     assert os.getpid() in protected
     assert os.getppid() in protected
     assert 1 in protected
+
+
+def test_a_new_policy_judges_programs_already_running(
+        harness: Harness, tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    from floorguard.policy import parse_policy
+
+    name = _name()
+    prog = unique_program(tmp_path, name)
+    control = harness.start(ProcessesControl, f'[processes]\nforbid = ["{_name()}"]\n'
+                            'action = "kill"\nscan_interval = "50ms"\n')
+    p = subprocess.Popen([str(prog), "300"])
+    procs.append(p)
+    start = control.scans
+    wait_until(lambda: control.scans >= start + 3, what="the program to be seen and passed")
+    assert p.poll() is None
+    control.apply_policy(parse_policy(f'[processes]\nforbid = ["{name}"]\naction = "kill"\n'
+                                      'scan_interval = "50ms"\n'))
+    assert p.wait(10) == -9
+    harness.wait_for("processes.killed", pid=p.pid)

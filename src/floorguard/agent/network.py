@@ -279,6 +279,8 @@ class NetworkControl(Control):
         self._proc_net = proc_net
         self._interfaces: dict[str, int] | None = None  # None until the first round
         self._seen_sockets: set[int] = set()
+        self._reported_ifaces: set[tuple[str, int]] = set()
+        self._rejudge = False
         self._flagged: set[tuple[Any, ...]] = set()
         self._loop = Periodic("network-scan", self.scan, lambda: self.settings.check_interval,
                               wait_first=True)
@@ -299,8 +301,7 @@ class NetworkControl(Control):
     def apply_policy(self, policy: Policy) -> None:
         super().apply_policy(policy)
         self.settings = NetworkSettings.from_policy(policy)
-        self._interfaces = None  # judge every interface by the new list
-        self._seen_sockets.clear()
+        self._rejudge = True  # connections by the new allow-list on the next round
         self._loop.wake()
 
     def stop(self) -> None:
@@ -319,12 +320,15 @@ class NetworkControl(Control):
     def _scan_interfaces(self) -> None:
         now = {name: index for index, name in socket.if_nameindex()}
         first = self._interfaces is None
-        before = self._interfaces or {}
+        # Reported once per appearance: an interface that goes and comes back (a new
+        # index) is judged again; one a new policy forbids is judged at the next round.
+        self._reported_ifaces &= set(now.items())
         for name, index in sorted(now.items()):
-            if before.get(name) == index:
+            if (name, index) in self._reported_ifaces:
                 continue
             if interface_allowed(name, self.settings.interfaces):
                 continue
+            self._reported_ifaces.add((name, index))
             operator = self.ctx.operator.current()
             self.record("network.interface", "violation", {
                 **interface_facts(name, index), "present_at_start": first,
@@ -334,6 +338,9 @@ class NetworkControl(Control):
 
     def _scan_connections(self) -> None:
         rules = self.settings.egress
+        if self._rejudge:
+            self._rejudge = False
+            self._seen_sockets = set()
         sockets, present = read_tcp(self._proc_net, self._seen_sockets)
         fresh = [s for s in outbound(sockets) if not egress_allowed(s.remote, s.rport, rules)]
         self._seen_sockets = present

@@ -259,6 +259,7 @@ class ProcessesControl(Control):
         self._reported: set[tuple[int, int]] = set()
         self._exe_seen: dict[int, str] = {}
         self._last_pid: int | None = None
+        self._rejudge = False
         self._protected: set[int] = set()
         self._loop = Periodic("processes-scan", self.scan, lambda: self.rules.scan_interval,
                               wait_first=True)
@@ -276,7 +277,7 @@ class ProcessesControl(Control):
     def apply_policy(self, policy: Policy) -> None:
         super().apply_policy(policy)
         self.rules = ProcessRules.from_policy(policy)
-        self._last_full = None  # judge every running process by the new rules
+        self._rejudge = True  # every running process, by the new rules, on the next round
         self._loop.wake()
 
     def stop(self) -> None:
@@ -292,6 +293,10 @@ class ProcessesControl(Control):
         if not (rules.forbid or rules.forbid_paths or rules.forbid_sha256):
             return
         now = self.ctx.clock()
+        if self._rejudge:
+            self._rejudge = False
+            self._last_full = None
+            self._exe_seen.clear()
         last_pid = read_last_pid()
         full_due = self._last_full is None or now - self._last_full >= rules.full_scan_interval
         if full_due or last_pid is None or last_pid != self._last_pid:
