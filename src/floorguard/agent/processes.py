@@ -13,11 +13,13 @@ Policy table ``[processes]``:
 - ``scan_interval`` (default ``"1s"``) and ``full_scan_interval`` (default ``"30s"``).
 
 Cheap by design: every ``scan_interval`` the control compares the list of pids with the
-last one and inspects only new processes (and, for a few seconds, the recent ones again,
-to see the program a new process ``exec``s into). Every process is inspected again at
-most every ``full_scan_interval``, which catches a long-lived process that ``exec``s a
-forbidden program later. Digests are cached by (device, inode, mtime, size) of the
-executable, so a program is hashed once however many copies run.
+last one (and skips even that when the kernel has handed out no pid since) and inspects
+only new processes, plus, for a few seconds, recent ones again, to see the program a new
+process ``exec``s into. At most every ``full_scan_interval`` it looks at every process
+again, with one readlink of its executable each, and inspects those that ``exec``'d
+since: that catches a long-lived process turning into a forbidden program. Digests are
+cached by (device, inode, mtime, size) of the executable, so a program is hashed once
+however many copies run. A new policy has every running process inspected again.
 
 The agent never kills itself, its ancestors or PID 1; when such a process matches, it is
 reported with the reason instead. Each process is reported once.
