@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from floorguard.agent.network import outbound, read_tcp
+from floorguard.agent.network import outbound, read_tcp, socket_owners
 
 
 def test_connections_are_read_with_their_inode_and_known_ones_are_not_parsed_again() -> None:
@@ -30,6 +30,9 @@ def test_connections_are_read_with_their_inode_and_known_ones_are_not_parsed_aga
         again, present_again = read_tcp(known={inode})
         assert not [s for s in again if s.inode == inode]
         assert inode in present_again
+        # the process holding it is found by walking open files, only of the socket's owner
+        assert socket_owners({inode}, {os.getuid()}) == {inode: os.getpid()}
+        assert socket_owners({inode}, {os.getuid() + 12345}) == {}
     finally:
         for s in (accepted, client, server):
             s.close()

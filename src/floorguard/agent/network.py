@@ -239,29 +239,32 @@ def interface_facts(name: str, index: int) -> dict[str, Any]:
     return facts
 
 
-def owners(sockets: list[TcpSocket]) -> dict[tuple[Any, ...], psutil.Process]:
-    """The process behind each connection, keyed by (local, lport, remote, rport)."""
-    want = {(str(s.local), s.lport, str(s.remote), s.rport) for s in sockets}
-    found: dict[tuple[Any, ...], psutil.Process] = {}
-    for c in psutil.net_connections(kind="tcp"):
-        if not c.raddr or not c.laddr or c.pid is None:
-            continue
-        laddr: Any = c.laddr  # an (ip, port) pair once known non-empty
-        raddr: Any = c.raddr
-        key = (str(_plain(laddr.ip)), laddr.port, str(_plain(raddr.ip)), raddr.port)
-        if key in want:
-            try:
-                found[key] = psutil.Process(c.pid)
-            except psutil.Error:
+def socket_owners(inodes: set[int], uids: set[int], proc: str = "/proc") -> dict[int, int]:
+    """The pid holding each socket inode. The kernel has no index from socket to process,
+    so this walks processes' open files (as ``ss -p`` does), but only those of the
+    sockets' owners, newest first (a new connection is most often a new process's), and
+    stops as soon as every socket is found."""
+    want = {f"socket:[{i}]": i for i in inodes if i}
+    found: dict[int, int] = {}
+    pids = sorted((int(n) for n in os.listdir(proc) if n.isdigit()), reverse=True)
+    for pid in pids:
+        if not want:
+            break
+        try:
+            if os.stat(f"{proc}/{pid}").st_uid not in uids:
                 continue
+            fds = os.listdir(f"{proc}/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{proc}/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            inode = want.pop(target, None)
+            if inode is not None:
+                found[inode] = pid
     return found
-
-
-def _plain(ip: str) -> IPAddress:
-    a = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
-        return a.ipv4_mapped
-    return a
 
 
 # --- the control --------------------------------------------------------------------------
@@ -346,12 +349,11 @@ class NetworkControl(Control):
         self._seen_sockets = present
         if not fresh:
             return
-        procs = owners(fresh)
+        holders = socket_owners({s.inode for s in fresh}, {s.uid for s in fresh})
         live_pids = set(psutil.pids())
         self._flagged = {k for k in self._flagged if k[0] is None or k[0] in live_pids}
         for s in fresh:
-            proc = procs.get((str(s.local), s.lport, str(s.remote), s.rport))
-            facts = _process_facts(proc, s.uid)
+            facts = _process_facts(holders.get(s.inode), s.uid)
             key = (facts["pid"], str(s.remote), s.rport)
             if key in self._flagged:
                 continue
@@ -363,12 +365,13 @@ class NetworkControl(Control):
             }, user=facts["user"])
 
 
-def _process_facts(proc: psutil.Process | None, uid: int) -> dict[str, Any]:
+def _process_facts(pid: int | None, uid: int) -> dict[str, Any]:
     facts: dict[str, Any] = {"pid": None, "name": None, "exe": None, "cmdline": [],
                              "user": _user(uid)}
-    if proc is None:
+    if pid is None:
         return facts
     try:
+        proc = psutil.Process(pid)
         with proc.oneshot():
             facts.update(pid=proc.pid, name=proc.name(), cmdline=proc.cmdline()[:32],
                          user=proc.username())
