@@ -195,6 +195,8 @@ def test_new_interfaces_and_connections_outside_the_allow_list_are_flagged(
         ns_run(pid, "-n", "ip", "link", "add", "fgtest0", "type", "veth", "peer", "name",
                "fgtest1")
         agent.wait_for("network.interface", count=2, interface="fgtest0")
+        assert not [e for e in agent.events() if e["kind"] == "network.interface"
+                    and e["details"]["interface"] == "lo"]  # allowed by the policy
         try:
             server = _spawn(pid, _script(tmp_path, "server.py", SERVER), str(allowed),
                             str(denied), "7000")
