@@ -41,6 +41,7 @@ from pathlib import Path
 import psutil
 from tests.live import AgentProcess, base_env, wait_until
 
+from floorguard.agent.processes import read_last_pid
 from floorguard.policy import parse_duration
 
 CONNECTIONS = """\
@@ -117,8 +118,10 @@ def _measure(controls_pid: int, idle_pid: int, duration: float, warmup: float,
              where: str) -> None:
     time.sleep(warmup)
     c0, i0, t0 = _cpu(controls_pid), _cpu(idle_pid), time.monotonic()
+    p0 = read_last_pid()
     time.sleep(duration)
     c1, i1, t1 = _cpu(controls_pid), _cpu(idle_pid), time.monotonic()
+    p1 = read_last_pid()
     seen = len(psutil.Process(controls_pid).children()) if where == "private" else len(
         psutil.pids())
     elapsed = t1 - t0
@@ -129,6 +132,10 @@ def _measure(controls_pid: int, idle_pid: int, duration: float, warmup: float,
     print(f"  idle agent (no controls):           {i1 - i0:.3f} s CPU = {pi:.3f} % of a core")
     print(f"  the three controls:                 {pc - pi:.3f} % of a core "
           f"(budget 0.2 %: {'within' if pc - pi < 0.2 else 'OVER'})")
+    if where == "host" and p0 is not None and p1 is not None and p1 >= p0:
+        # every process and thread started anywhere on the machine takes a pid
+        print(f"  pids handed out on the machine meanwhile: {p1 - p0} "
+              f"({(p1 - p0) / elapsed:.1f}/s)")
 
 
 def cpu_private(work: Path, duration: float, processes: int, warmup: float) -> None:
