@@ -303,7 +303,6 @@ class ProcessesControl(Control):
         full_due = self._last_full is None or now - self._last_full >= rules.full_scan_interval
         if full_due or last_pid is None or last_pid != self._last_pid:
             pids = list_pids()
-            self._exe_seen = {p: e for p, e in self._exe_seen.items() if p in pids}
         else:
             # No pid was handed out since the last round, so no process is new: skip the
             # listing of /proc, the one costly read of a quiet round.
@@ -326,6 +325,7 @@ class ProcessesControl(Control):
         self._known = pids
         if full:
             self._reported = {k for k in self._reported if k[0] in pids}
+            self._exe_seen = {p: e for p, e in self._exe_seen.items() if p in pids}
         self.scans += 1
 
     def _same_program(self, pid: int) -> bool:
