@@ -179,22 +179,10 @@ def test_the_files_table_takes_absolute_globs_and_file_name_patterns() -> None:
 
 
 CORPUS = Path(__file__).resolve().parent.parent / "policies"
-LEAK_FILES = sorted(p for p in CORPUS.glob("bad/*.toml")
-                    if p.name.startswith(("files_", "processes_", "network_")))
 
 
-def test_the_leak_corpus_good_file_is_valid() -> None:
+def test_the_leak_corpus_good_file_converts_its_rules() -> None:
     policy = load_policy(CORPUS / "good" / "leaks.toml")
     assert policy.get("network")["egress"][0] == EgressRule(net="10.20.0.0/16", ports=(443,),
                                                             note="the CRM")
     assert policy.get("processes")["forbid_sha256"][0].islower()
-
-
-@pytest.mark.parametrize("path", LEAK_FILES, ids=lambda p: p.name)
-def test_each_leak_corpus_bad_file_fails_where_its_first_line_says(path: Path) -> None:
-    expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
-    line, _, fragment = expect.partition(": ")
-    with pytest.raises(PolicyError) as bad:
-        load_policy(path)
-    assert [p for p in bad.value.problems if p.line == int(line) and fragment in p.message], \
-        f"{path.name}: wanted line {line} '{fragment}', got {bad.value}"
