@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT")
     m.add_argument("--seats", type=int, default=6)
     m.add_argument("--dir", help="where to keep the demo's state (default: a temp dir)")
+    m.add_argument("--duration", type=float, default=0,
+                   help="stop after this many seconds (default: run until Ctrl-C)")
+    m.add_argument("--every", type=float, default=4.0,
+                   help="seconds between operator actions, on average")
+    m.add_argument("--keep", action="store_true", help="keep the temp dir after stopping")
     m.set_defaults(func=_cmd_demo)
     return p
 
