@@ -108,12 +108,21 @@ def parse_time(text: str) -> datetime:
 
 
 def verify_chain(
-    records: list[dict[str, Any]], start_seq: int = 1, start_prev: str = GENESIS
+    records: list[dict[str, Any]], start_seq: int = 1, start_prev: str = GENESIS,
+    gaps: dict[int, tuple[int, str]] | None = None,
 ) -> tuple[int | None, str]:
-    """Check a run of records; return (first bad seq or None, why)."""
+    """Check a run of records; return (first bad seq or None, why).
+
+    ``gaps`` maps the first seq of each documented hole (info records dropped when the
+    journal reached its size cap) to ``(last seq of the hole, hash of that last record)``:
+    the record after the hole must link to that hash, so a hole is only accepted where it
+    was declared and the chain stays verifiable across it."""
     expect_seq, prev = start_seq, start_prev
     for rec in records:
         seq = rec.get("seq")
+        hole = (gaps or {}).get(expect_seq)
+        if hole is not None and seq == hole[0] + 1:
+            expect_seq, prev = seq, hole[1]
         if seq != expect_seq:
             return expect_seq, f"expected seq {expect_seq}, found {seq}"
         if rec.get("prev") != prev:

@@ -70,6 +70,7 @@ class Agent:
         self._scheduler: Any = None
         self._startup_rejection: PolicyError | None = None
         self.link: Any = None
+        self.channel: Any = None
         self.ctx = ControlContext(config=config, record=self.record, commands=self.commands,
                                   operator=self.operator, clock=clock, state=self.state)
 
@@ -294,6 +295,7 @@ class Agent:
             signal.signal(signal.SIGHUP, self.request_reload)
         self.commands.register("reload_policy", self._command_reload)
         self.policy = self._initial_policy()
+        self.compact_journal()
         self.record("agent", "agent.started", "info",
                     {"version": __version__, "pid": os.getpid(), "config": self.config.source,
                      "policy_source": self.policy.source if self.policy else None},
@@ -310,6 +312,8 @@ class Agent:
             for name in self._wanted(self.policy):
                 self._start_control(name, self.policy)
         self._start_link()
+        self._scheduler.add_job(self.compact_journal, "interval", seconds=60,
+                                id="journal-retention", max_instances=1, coalesce=True)
         interval = self.notifier.watchdog_interval()
         if interval:
             self._scheduler.add_job(self._keepalive, "interval", seconds=interval,
@@ -349,10 +353,44 @@ class Agent:
 
         self.link = Link(self, max_backoff=self.config.link_max_backoff)
         self.link.start()
+        if self.link._thread is not None:  # the URL passed the link's checks
+            from .channel import Channel
+
+            self.channel = Channel(self)
+            self.channel.start()
+
+    def compact_journal(self) -> dict[str, Any] | None:
+        """Keep the journal within ``journal_max_mb`` / ``journal_max_days`` (see
+        ``Journal.compact``): acknowledged records go first, then unshipped info records
+        with a chained ``agent.gap``; warnings and violations are never dropped."""
+        from .link import ACKED
+
+        acked = int(self.journal.get_meta(ACKED) or 0)
+
+        def gap_fields(details: dict[str, Any]) -> dict[str, Any]:
+            return {"agent": self.agent_id, "host": self.host,
+                    "seat": self.config.seat_label, "user": self.operator.current(),
+                    "control": "agent", "kind": "agent.gap", "severity": "warning",
+                    "policy": self.policy.hash if self.policy else "", "details": details}
+
+        try:
+            out = self.journal.compact(acked, self.config.journal_max_mb * 1_048_576,
+                                       self.config.journal_max_days * 86400.0, gap_fields)
+        except JournalError:
+            log.exception("journal retention failed")
+            return None
+        if out.get("dropped"):
+            log.warning("journal full with unshipped records: info events dropped",
+                        dropped=out["dropped"], gap_seq=out["gap"]["seq"])
+        elif out.get("pruned"):
+            log.info("journal pruned", pruned=out["pruned"], used_bytes=out["used_bytes"])
+        return out
 
     def _shutdown(self) -> int:
         self.notifier.notify("STOPPING=1")
         log.info("agent stopping")
+        if self.channel is not None:
+            self.channel.stop()  # the console hears of a deliberate stop first
         for name in list(self.controls):
             self._stop_control(name)
         try:

@@ -4,6 +4,13 @@ The journal is the buffer. The link reads records after the highest seq the cons
 acknowledged, posts them in batches, and moves its mark only when the console answers
 with a new acknowledged seq. The console being down never blocks the agent: failures back
 off exponentially with jitter (so a floor of agents coming back does not arrive at once).
+
+The first retry after a failure waits a random time over a window sized by the backlog:
+``backlog x fleet / drain_rate`` seconds (capped), where the fleet size and the console's
+drain rate come from heartbeat replies. Spread like this, a whole floor coming back after
+an outage reaches the console at about the rate it can take in, instead of all at once.
+A hole the journal made at its size cap is declared with the batch that jumps over it
+(``gaps``), so the console can tell it from a broken chain.
 """
 
 from __future__ import annotations
@@ -27,6 +34,21 @@ log = structlog.get_logger("floorguard.link")
 
 BATCH = 500
 ACKED = "acked_seq"
+MAX_DRAIN_WINDOW = 300.0
+
+
+def retry_delay(failures: int, backlog: int, fleet: int, drain_rate: float,
+                max_backoff: float = 60.0, rand: Any = random.random) -> float:
+    """Seconds to wait before retry number ``failures`` (1 = the first retry).
+
+    The first retry is spread uniformly over the time the console needs to take in the
+    fleet's backlogs (assuming the others have about as much as this agent); later ones
+    back off exponentially with jitter."""
+    if failures <= 1:
+        window = min(MAX_DRAIN_WINDOW, backlog * max(fleet, 1) / max(drain_rate, 1.0))
+        return 0.5 + float(rand()) * max(window, 0.5)
+    base = min(max_backoff, 0.5 * (2 ** min(failures, 10)))
+    return base * (0.5 + 0.5 * float(rand()))
 
 
 class LinkConfigError(Exception):
@@ -62,8 +84,21 @@ def system_trust() -> Any:
     return ssl.create_default_context()
 
 
-def make_client(config: Any, timeout: float = 10.0) -> Any:
+def make_verify(config: Any) -> Any:
+    """How the console's certificate is verified: against ``ca_file``, else the system
+    CAs; the link's and the channel's clients share it."""
     import ssl
+
+    if config.ca_file:
+        return ssl.create_default_context(cafile=config.ca_file)
+    if urlsplit(config.console_url).scheme == "https":
+        return system_trust()
+    # Plain HTTP (loopback, or explicitly allowed): there is no TLS to verify, so no CA
+    # bundle is loaded; a context that trusts nothing fails closed if TLS ever happens.
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def make_client(config: Any, timeout: float = 10.0) -> Any:
     import sys
 
     # httpx imports its command-line tool (click, pygments) when it is imported; the agent
@@ -71,15 +106,7 @@ def make_client(config: Any, timeout: float = 10.0) -> Any:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import httpx
 
-    verify: Any
-    if config.ca_file:
-        verify = ssl.create_default_context(cafile=config.ca_file)
-    elif urlsplit(config.console_url).scheme == "https":
-        verify = system_trust()
-    else:
-        # Plain HTTP (loopback, or explicitly allowed): there is no TLS to verify, so no CA
-        # bundle is loaded; a context that trusts nothing fails closed if TLS ever happens.
-        verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    verify = make_verify(config)
     return httpx.Client(base_url=config.console_url.rstrip("/"), verify=verify,
                         timeout=timeout, headers={"User-Agent": f"floorguard/{__version__}"})
 
@@ -95,6 +122,8 @@ class Link:
         self._thread: threading.Thread | None = None
         self.failures = 0
         self.connected = False
+        self.fleet = 1  # learnt from heartbeat replies
+        self.drain_rate = 5000.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -134,8 +163,8 @@ class Link:
         return max(self.agent.journal.last_seq - self.acked(), 0)
 
     def _backoff(self) -> float:
-        base = min(self.max_backoff, 0.5 * (2 ** min(self.failures, 10)))
-        return base * random.uniform(0.5, 1.0)  # noqa: S311 jitter, not a secret
+        return retry_delay(self.failures, self.pending(), self.fleet, self.drain_rate,
+                           self.max_backoff)
 
     def _run(self) -> None:
         reader = JournalReader(self.config.state_dir)
@@ -158,8 +187,9 @@ class Link:
                     self._wake.wait(5)
                     self._wake.clear()
                     continue
+                gaps = reader.gaps(after_seq=self.acked(), upto=records[-1]["seq"])
                 try:
-                    acked = self.ship(client, token, records)
+                    acked = self.ship(client, token, records, gaps)
                 except Exception as exc:
                     self.failures += 1
                     self.connected = False
@@ -188,8 +218,12 @@ class Link:
             client.close()
             reader.close()
 
-    def ship(self, client: Any, token: str, records: list[dict[str, Any]]) -> int:
-        resp = client.post("/api/v1/events", json={"events": records},
+    def ship(self, client: Any, token: str, records: list[dict[str, Any]],
+             gaps: list[dict[str, Any]] | None = None) -> int:
+        body: dict[str, Any] = {"events": records}
+        if gaps:
+            body["gaps"] = gaps
+        resp = client.post("/api/v1/events", json=body,
                            headers={"Authorization": f"Bearer {token}"})
         if resp.status_code != 200:
             raise RuntimeError(f"console answered {resp.status_code}: {resp.text[:200]}")

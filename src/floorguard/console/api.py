@@ -55,10 +55,23 @@ class EventIn(BaseModel):
     hash: Hex64
 
 
+class GapIn(BaseModel):
+    """A hole the agent's journal made at its size cap (info records dropped), declared
+    with the batch that jumps over it; the record after it must link to ``last_hash``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    from_seq: Annotated[int, Field(ge=1)]
+    to_seq: Annotated[int, Field(ge=1)]
+    last_hash: Hex64
+    count: Annotated[int, Field(ge=1)]
+
+
 class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH)]
+    gaps: Annotated[list[GapIn], Field(max_length=MAX_BATCH)] = []
 
 
 class Ack(BaseModel):
@@ -178,15 +191,18 @@ async def post_events(request: Request) -> Ack:
     # batch.
     records = list(payload["events"])
     records.sort(key=lambda r: r["seq"])
-    result = await run_in_threadpool(_store, request, agent_id, records)
+    gaps = [g.model_dump() for g in batch.gaps]
+    result = await run_in_threadpool(_store, request, agent_id, records, gaps)
     request.app.state.hub.publish({"type": "events", "agent": agent_id,
                                    "count": result["stored"]})
     return Ack(acked=result["acked"], stored=result["stored"])
 
 
-def _store(request: Request, agent_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+def _store(request: Request, agent_id: str, records: list[dict[str, Any]],
+           gaps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     with request.app.state.engine.begin() as conn:
         result = store_events(conn, agent_id, records)
+        result["gaps"] = gaps or []
         for hook in request.app.state.ingest_hooks:
             hook(conn, agent_id, records, result)
     return result

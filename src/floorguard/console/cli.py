@@ -4,6 +4,7 @@
     floorguard console user add NAME --role admin|sv|auditor    (password on stdin or asked)
     floorguard console user passwd NAME | user disable NAME | user enable NAME | user list
     floorguard console enroll-code [--floor NAME] [--expires 24h]
+    floorguard console agent list | agent revoke ID
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def add_console_parser(sub: Any, func: Any) -> None:
         p = usub.add_parser(name, help=text)
         p.add_argument("name")
     usub.add_parser("list", help="list accounts")
+
+    ag = csub.add_parser("agent", help="list or revoke enrolled agents")
+    agsub = ag.add_subparsers(dest="agent_cmd", metavar="ACTION")
+    agsub.required = True
+    rv = agsub.add_parser("revoke", help="refuse an agent's credential from now on")
+    rv.add_argument("agent_id", metavar="ID")
+    agsub.add_parser("list", help="list agents with their state")
 
     e = csub.add_parser("enroll-code", help="make a one-time code to enroll an agent")
     e.add_argument("--floor", default="", help="floor the enrolled agent belongs to")
@@ -80,6 +88,8 @@ def run_console_command(args: argparse.Namespace) -> int:
             return _user(args, engine, actor)
         if args.console_cmd == "enroll-code":
             return _enroll_code(args, engine, actor)
+        if args.console_cmd == "agent":
+            return _agent(args, engine, actor)
     finally:
         engine.dispose()
     return EXIT_USAGE
@@ -108,6 +118,23 @@ def _user(args: argparse.Namespace, engine: Any, actor: str) -> int:
         print(f"floorguard console user {args.user_cmd}: {exc}", file=sys.stderr)
         return EXIT_FAIL
     print(f"user {args.name}: {args.user_cmd} done")
+    return EXIT_OK
+
+
+def _agent(args: argparse.Namespace, engine: Any, actor: str) -> int:
+    from .db import now_us
+    from .fleet import list_agents, revoke_agent
+
+    with engine.begin() as conn:
+        if args.agent_cmd == "list":
+            for a in list_agents(conn, now_us()):
+                print(f"{a['id']}\t{a['floor']}\t{a['seat']}\t{a['host']}\t{a['state']}")
+            return EXIT_OK
+        if not revoke_agent(conn, args.agent_id, actor):
+            print(f"floorguard console agent revoke: no agent {args.agent_id} (see "
+                  "'floorguard console agent list')", file=sys.stderr)
+            return EXIT_FAIL
+    print(f"agent {args.agent_id}: revoked; its token is refused from now on")
     return EXIT_OK
 
 
@@ -175,5 +202,7 @@ def _serve(args: argparse.Namespace, url: str) -> int:
         signal.signal(sig, lambda *_: None)
     uvicorn.run(app, host=host, port=port, ssl_certfile=args.tls_cert,
                 ssl_keyfile=args.tls_key, log_level="warning", proxy_headers=False,
-                server_header=False)
+                server_header=False,
+                # agents' command long-polls stay open for 25 s: do not wait them out
+                timeout_graceful_shutdown=2)
     return EXIT_OK

@@ -1,0 +1,215 @@
+"""The fleet pages: agents and their state, enrollment codes, revocation, "lock this seat
+now", "reload policy", and the policy each floor runs.
+
+Who may do what (checked on the server for every request): every role sees the agents;
+SVs and admins lock a seat; admins make enrollment codes, revoke agents, reload and upload
+policies. Every state-changing form carries the session's CSRF token and is audited.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
+
+from . import floor_policy
+from .auth import User, audit, check_csrf, client_ip, require
+from .chain import agent_link
+from .commands import enqueue
+from .db import now_us
+from .link_api import ring
+from .schema import agents
+from .web import render
+
+router = APIRouter(include_in_schema=False)
+
+VIEW = require("admin", "sv", "auditor")
+LOCK = require("admin", "sv")
+ADMIN = require("admin")
+
+
+def revoke_agent(conn: Connection, agent_id: str, actor: str, ip: str = "") -> bool:
+    """Refuse the agent's credential from now on; returns False for an unknown agent."""
+    res = conn.execute(agents.update().where(agents.c.id == agent_id,
+                                             agents.c.revoked_us.is_(None))
+                       .values(revoked_us=now_us()))
+    if res.rowcount == 0:
+        known = conn.execute(sa.select(agents.c.id).where(agents.c.id == agent_id)).first()
+        return known is not None
+    audit(conn, actor, "agent.revoked", agent_id, ip)
+    return True
+
+
+def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        sa.select(agents, agent_link.c.heartbeat_us, agent_link.c.interval_s,
+                  agent_link.c.silent_us, agent_link.c.stopped_us)
+        .select_from(agents.outerjoin(agent_link, agent_link.c.agent == agents.c.id))
+        .order_by(agents.c.floor, agents.c.seat)).all()
+    out = []
+    for r in rows:
+        d = dict(r._mapping)
+        d.pop("token_hash", None)
+        if d["revoked_us"] is not None:
+            d["state"] = "revoked"
+        elif d["silent_us"] is not None:
+            d["state"] = "silent"
+        elif d["stopped_us"] is not None:
+            d["state"] = "stopped"
+        elif d["heartbeat_us"] is None:
+            d["state"] = "never seen"
+        else:
+            d["state"] = "online"
+        status = d.get("status") or {}
+        d["controls"] = ", ".join(status.get("controls") or [])
+        d["unavailable"] = ", ".join(sorted((status.get("unavailable") or {}).keys()))
+        d["user"] = status.get("user") or ""
+        d["locked"] = status.get("locked")
+        out.append(d)
+    return out
+
+
+def _agents_page(request: Request, user: User, *, code: str | None = None,
+                 message: str | None = None, status: int = 200) -> HTMLResponse:
+    with request.app.state.engine.connect() as conn:
+        rows = list_agents(conn, now_us())
+    return render(request, "agents.html", {"agents": rows, "code": code,
+                                           "message": message}, status=status)
+
+
+@router.get("/agents")
+def agents_page(request: Request, user: Annotated[User, Depends(VIEW)]) -> HTMLResponse:
+    return _agents_page(request, user)
+
+
+def _known_agent(conn: Connection, agent_id: str) -> Any:
+    row = conn.execute(sa.select(agents).where(agents.c.id == agent_id)).first()
+    if row is None:
+        raise HTTPException(404, f"no agent {agent_id}")
+    return row
+
+
+@router.post("/agents/{agent_id}/lock")
+def lock_seat(request: Request, agent_id: str, user: Annotated[User, Depends(LOCK)],
+              csrf: Annotated[str, Form()] = "") -> Response:
+    """Queue "lock this seat now" for the agent; it arrives through its long-poll."""
+    check_csrf(request, user, csrf)
+    with request.app.state.engine.begin() as conn:
+        row = _known_agent(conn, agent_id)
+        cid = enqueue(conn, agent_id, "lock_seat", {"by": user.name, "reason": "sv"},
+                      user.name)
+        audit(conn, user.name, "command.queued", agent_id, client_ip(request),
+              {"id": cid, "name": "lock_seat", "seat": row.seat})
+    ring(request, agent_id)
+    return RedirectResponse("/agents", status_code=303)
+
+
+@router.post("/agents/{agent_id}/reload")
+def reload_policy(request: Request, agent_id: str, user: Annotated[User, Depends(ADMIN)],
+                  csrf: Annotated[str, Form()] = "") -> Response:
+    """Queue "reload policy": the floor's console policy if there is one, else the
+    agent's own policy file."""
+    check_csrf(request, user, csrf)
+    with request.app.state.engine.begin() as conn:
+        row = _known_agent(conn, agent_id)
+        held = floor_policy.for_floor(conn, row.floor)
+        args = ({"text": held["text"], "source": f"console:{row.floor}"} if held else {})
+        cid = enqueue(conn, agent_id, "reload_policy", args, user.name)
+        audit(conn, user.name, "command.queued", agent_id, client_ip(request),
+              {"id": cid, "name": "reload_policy", "hash": held["hash"] if held else None})
+    ring(request, agent_id)
+    return RedirectResponse("/agents", status_code=303)
+
+
+@router.post("/agents/{agent_id}/revoke")
+def revoke(request: Request, agent_id: str, user: Annotated[User, Depends(ADMIN)],
+           csrf: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, user, csrf)
+    with request.app.state.engine.begin() as conn:
+        if not revoke_agent(conn, agent_id, user.name, client_ip(request)):
+            raise HTTPException(404, f"no agent {agent_id}")
+    ring(request, agent_id)  # a waiting long-poll re-checks the token and ends
+    return RedirectResponse("/agents", status_code=303)
+
+
+@router.post("/agents/enroll-code")
+def make_code(request: Request, user: Annotated[User, Depends(ADMIN)],
+              csrf: Annotated[str, Form()] = "",
+              floor: Annotated[str, Form(max_length=255)] = "",
+              expires: Annotated[str, Form(max_length=16)] = "24h") -> HTMLResponse:
+    """A one-time enrollment code, shown once."""
+    from ..policy import parse_duration
+    from .cli import create_enrollment_code
+
+    check_csrf(request, user, csrf)
+    try:
+        ttl = parse_duration(expires)
+    except ValueError as exc:
+        return _agents_page(request, user, message=f"expires: {exc}", status=422)
+    code = create_enrollment_code(request.app.state.engine, user.name, floor.strip(), ttl)
+    return _agents_page(request, user, code=code)
+
+
+def _policies_page(request: Request, *, problems: list[str] | None = None,
+                   message: str | None = None, floor: str = "", text: str = "",
+                   status: int = 200) -> HTMLResponse:
+    with request.app.state.engine.connect() as conn:
+        floors = floor_policy.all_floors(conn)
+    return render(request, "policies.html", {"floors": floors, "problems": problems or [],
+                                             "message": message, "floor": floor,
+                                             "text": text}, status=status)
+
+
+@router.get("/policies")
+def policies_page(request: Request, user: Annotated[User, Depends(ADMIN)]) -> HTMLResponse:
+    return _policies_page(request)
+
+
+@router.post("/policies")
+async def upload_policy(
+    request: Request,
+    user: Annotated[User, Depends(ADMIN)],
+    csrf: Annotated[str, Form()] = "",
+    floor: Annotated[str, Form(max_length=255)] = "",
+    text: Annotated[str, Form(max_length=floor_policy.MAX_POLICY)] = "",
+    file: UploadFile | None = None,
+) -> HTMLResponse:
+    """Validate and store a floor's policy (refused, with FILE:LINE problems, if bad)."""
+    check_csrf(request, user, csrf)
+    floor = floor.strip()
+    source = f"{floor or 'policy'}.toml"
+    if file is not None and file.filename:
+        data = await file.read(floor_policy.MAX_POLICY + 1)
+        if len(data) > floor_policy.MAX_POLICY:
+            return _policies_page(request, floor=floor, status=413,
+                                  problems=[f"{file.filename}: larger than "
+                                            f"{floor_policy.MAX_POLICY} bytes"])
+        source = file.filename
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return _policies_page(request, floor=floor, status=422, problems=[
+                f"{source}:1: not UTF-8 text; save the file as UTF-8"])
+    if not floor:
+        return _policies_page(request, text=text, status=422,
+                              message="Name the floor this policy is for.")
+
+    def save() -> tuple[Any, list[str]]:
+        with request.app.state.engine.begin() as conn:
+            policy, problems = floor_policy.store(conn, floor, text, source, user.name)
+            audit(conn, user.name, "policy.uploaded" if policy else "policy.refused", floor,
+                  client_ip(request), {"hash": policy.hash if policy else None,
+                                       "source": source, "problems": problems})
+        return policy, problems
+
+    policy, problems = await run_in_threadpool(save)
+    if policy is None:
+        return _policies_page(request, problems=problems, floor=floor, text=text,
+                              status=422)
+    return _policies_page(request, message=f"{floor}: policy {policy.hash[:16]} in force; "
+                                           "agents on this floor fetch it at their next "
+                                           "heartbeat.")

@@ -1,0 +1,290 @@
+"""The agent side of the link besides ingest: heartbeats, commands, central policy.
+
+- ``POST /api/v1/heartbeat``: the agent's state every ``[agent] heartbeat_interval``, and
+  ``"state": "stopping"`` once before a deliberate stop. The reply carries the hash of the
+  policy in force for the agent's floor, the fleet size and the console's drain rate (the
+  agent spreads its backlog over a window sized by them after an outage).
+- ``GET /api/v1/commands?wait=25``: a long-poll held open until a command is queued for
+  this agent (woken in-process at once, and by a store poll every quarter second so that
+  commands queued through another console process arrive too).
+- ``POST /api/v1/commands/{id}/result``: the agent's result, stored once.
+- ``GET /api/v1/policy``: the policy text for the agent's floor.
+
+Every route authenticates the agent by its bearer token and acts only as that agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+import structlog
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from . import chain, floor_policy, presence
+from .api import agent_for_token, read_json, validation_detail
+from .auth import audit, client_ip
+from .commands import commands, complete, mark_delivered, pending
+from .db import now_us
+from .schema import agents
+
+log = structlog.get_logger("floorguard.console.link")
+
+router = APIRouter(prefix="/api/v1", tags=["agents"])
+
+MAX_WAIT = 60.0
+RECHECK = 5.0  # a waiting poll re-reads the store (and the token) at least this often
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent: Annotated[str | None, Field(max_length=64)] = None
+    state: Literal["running", "stopping"] = "running"
+    status: dict[str, Any] = Field(default_factory=dict, description=(
+        "version, policy (hash in force), controls, unavailable, user, interval, and "
+        "facts the controls add (lock state)"))
+
+
+class PolicyRef(BaseModel):
+    floor: str
+    hash: str
+
+
+class HeartbeatOut(BaseModel):
+    policy: PolicyRef | None = Field(description="the policy in force for this floor")
+    fleet: int = Field(description="enrolled agents (sizes the backlog drain window)")
+    drain_rate: float = Field(description="events per second the console takes in")
+
+
+class CommandOut(BaseModel):
+    id: int
+    name: str
+    args: dict[str, Any]
+
+
+class CommandsOut(BaseModel):
+    commands: list[CommandOut]
+
+
+class ResultIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    result: dict[str, Any]
+
+
+class PolicyOut(BaseModel):
+    floor: str
+    hash: str
+    text: str
+
+
+class CommandBell:
+    """Wakes long-polls waiting for a given agent's commands."""
+
+    def __init__(self, engine: Engine, poll: float = 0.25):
+        self.engine = engine
+        self.poll = poll
+        self._events: dict[str, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._high = 0
+
+    def event(self, agent_id: str) -> asyncio.Event:
+        ev = self._events.get(agent_id)
+        if ev is None:
+            ev = self._events[agent_id] = asyncio.Event()
+        return ev
+
+    def ring(self, agent_id: str) -> None:
+        """Safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(lambda: self.event(agent_id).set())
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        with self.engine.connect() as conn:
+            self._high = int(conn.execute(sa.select(sa.func.max(commands.c.id))).scalar()
+                             or 0)
+        self._task = self._loop.create_task(self._watch())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def _new_since(self) -> list[tuple[int, str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(commands.c.id, commands.c.agent)
+                                .where(commands.c.id > self._high)).all()
+        return [(int(r.id), str(r.agent)) for r in rows]
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll)
+            try:
+                rows = await run_in_threadpool(self._new_since)
+            except Exception:  # a busy store: try again next tick
+                log.exception("command watch failed")
+                continue
+            for cid, agent in rows:
+                self._high = max(self._high, cid)
+                self.event(agent).set()
+
+
+def install(app: FastAPI) -> None:
+    """Hook the link into the app: chain checks at ingest, the command bell and the
+    silence watch (started and stopped with the app)."""
+    app.state.ingest_hooks.append(chain.check_batch)
+    app.state.drain_rate = float(os.environ.get("FLOORGUARD_DRAIN_RATE", "5000"))
+    app.state.fleet_cache = (0.0, 0)
+
+    def start(app: FastAPI) -> None:
+        app.state.command_bell = CommandBell(app.state.engine)
+        app.state.command_bell.start()
+        app.state.silence_watch = presence.SilenceWatch(app.state.engine)
+        app.state.silence_watch.start()
+
+    def stop(app: FastAPI) -> None:
+        app.state.command_bell.stop()
+        app.state.silence_watch.stop()
+
+    app.state.on_start.append(start)
+    app.state.on_stop.append(stop)
+
+
+def ring(request: Request, agent_id: str) -> None:
+    """Wake the agent's long-poll now (after the command's transaction committed)."""
+    bell = getattr(request.app.state, "command_bell", None)
+    if bell is not None:
+        bell.ring(agent_id)
+
+
+def _fleet_size(request: Request, conn: Any) -> int:
+    at, size = request.app.state.fleet_cache
+    if time.monotonic() - at > 10:
+        size = int(conn.execute(sa.select(sa.func.count()).select_from(agents)
+                                .where(agents.c.revoked_us.is_(None))).scalar() or 0)
+        request.app.state.fleet_cache = (time.monotonic(), size)
+    return int(size)
+
+
+@router.post("/heartbeat", response_model=HeartbeatOut,
+             responses={401: {"description": "missing, unknown or revoked token"},
+                        403: {"description": "the body names another agent"},
+                        422: {"description": "malformed heartbeat; the detail names the field"}})
+async def post_heartbeat(request: Request) -> HeartbeatOut:
+    """Store this agent's state; reply with the policy in force for its floor."""
+    agent_id = await run_in_threadpool(agent_for_token, request)
+    payload = await read_json(request, limit=64 * 1024)
+    try:
+        body = HeartbeatIn.model_validate(payload)
+    except ValidationError as exc:
+        raise HTTPException(422, validation_detail(exc)) from None
+    if body.agent is not None and body.agent != agent_id:
+        raise HTTPException(403, f"this heartbeat names agent {body.agent}, but the token "
+                                 "belongs to another agent")
+
+    def store() -> HeartbeatOut:
+        with request.app.state.engine.begin() as conn:
+            changed = presence.heartbeat(conn, agent_id, body.state, body.status, now_us())
+            if changed["stopping"]:
+                audit(conn, "agent:" + agent_id, "agent.stopping", "", client_ip(request),
+                      {"version": body.status.get("version")})
+            floor = conn.execute(sa.select(agents.c.floor).where(agents.c.id == agent_id)
+                                 ).scalar() or ""
+            held = floor_policy.for_floor(conn, str(floor))
+            fleet = _fleet_size(request, conn)
+        ref = PolicyRef(floor=str(floor), hash=held["hash"]) if held else None
+        return HeartbeatOut(policy=ref, fleet=fleet, drain_rate=request.app.state.drain_rate)
+
+    return await run_in_threadpool(store)
+
+
+@router.get("/commands", response_model=CommandsOut,
+            responses={401: {"description": "missing, unknown or revoked token"}})
+async def get_commands(
+    request: Request,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="seconds to hold the "
+                                 "request open while no command is queued")] = 0.0,
+) -> CommandsOut:
+    """Commands queued for this agent (oldest first; sent again until acknowledged)."""
+    agent_id = await run_in_threadpool(agent_for_token, request)
+    bell: CommandBell = request.app.state.command_bell
+    ev = bell.event(agent_id)
+    deadline = time.monotonic() + wait
+
+    def fetch() -> list[dict[str, Any]]:
+        with request.app.state.engine.begin() as conn:
+            rows = pending(conn, agent_id)
+            mark_delivered(conn, [r["id"] for r in rows])
+        return rows
+
+    while True:
+        ev.clear()
+        rows = await run_in_threadpool(fetch)
+        left = deadline - time.monotonic()
+        if rows or left <= 0:
+            return CommandsOut(commands=[CommandOut(**r) for r in rows])
+        recheck = time.monotonic() + min(left, RECHECK)
+        while not ev.is_set() and time.monotonic() < recheck:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), min(1.0, recheck - time.monotonic()))
+            if await request.is_disconnected():
+                return CommandsOut(commands=[])
+        # The token may have been revoked while we waited: refused at once.
+        await run_in_threadpool(agent_for_token, request)
+
+
+@router.post("/commands/{command_id}/result",
+             responses={401: {"description": "missing, unknown or revoked token"},
+                        404: {"description": "no such command for this agent"}})
+async def post_result(request: Request, command_id: int) -> dict[str, Any]:
+    """Acknowledge a command with its result (idempotent)."""
+    agent_id = await run_in_threadpool(agent_for_token, request)
+    payload = await read_json(request, limit=256 * 1024)
+    try:
+        body = ResultIn.model_validate(payload)
+    except ValidationError as exc:
+        raise HTTPException(422, validation_detail(exc)) from None
+
+    def store() -> bool:
+        with request.app.state.engine.begin() as conn:
+            ok = complete(conn, agent_id, command_id, body.result)
+            if ok:
+                audit(conn, "agent:" + agent_id, "command.result", str(command_id),
+                      client_ip(request), {"ok": bool(body.result.get("ok")),
+                                           "result": body.result})
+        return ok
+
+    if not await run_in_threadpool(store):
+        raise HTTPException(404, f"no command {command_id} for this agent")
+    return {"ok": True}
+
+
+@router.get("/policy", response_model=PolicyOut,
+            responses={401: {"description": "missing, unknown or revoked token"},
+                       404: {"description": "the console holds no policy for this floor"}})
+async def get_policy(request: Request) -> PolicyOut:
+    """The policy text in force for this agent's floor."""
+    agent_id = await run_in_threadpool(agent_for_token, request)
+
+    def load() -> dict[str, Any] | None:
+        with request.app.state.engine.connect() as conn:
+            floor = conn.execute(sa.select(agents.c.floor).where(agents.c.id == agent_id)
+                                 ).scalar() or ""
+            return floor_policy.for_floor(conn, str(floor))
+
+    held = await run_in_threadpool(load)
+    if held is None:
+        raise HTTPException(404, "the console holds no policy for this agent's floor")
+    return PolicyOut(floor=held["floor"], hash=held["hash"], text=held["text"])

@@ -1,0 +1,121 @@
+"""Which agents are alive: heartbeats in, ``agent.silent`` / ``agent.recovered`` out.
+
+An agent heartbeats every ``[agent] heartbeat_interval`` of its policy and says so in each
+heartbeat. One not heard for three of its intervals gets one ``agent.silent`` violation,
+unless it said it was stopping (a deliberate stop is recorded in the audit trail and by
+the agent's own ``agent.stopped``, and is not a violation). Its next heartbeat records
+``agent.recovered``. The periodic check runs in every console process; the conditional
+update on ``silent_us`` makes each silence recorded once however many run it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection, Engine
+
+from ..events import rfc3339
+from .chain import agent_link, link_row
+from .console_events import record_console_event
+from .schema import agents
+
+log = structlog.get_logger("floorguard.console.presence")
+
+MISSED = 3
+
+
+def heartbeat(conn: Connection, agent_id: str, state: str, status: dict[str, Any],
+              now_us: int) -> dict[str, Any]:
+    """Store one heartbeat; returns what changed (``recovered``, ``stopping``)."""
+    row = link_row(conn, agent_id)
+    interval = status.get("interval", 30.0)
+    interval = min(max(float(interval), 1.0), 3600.0) if isinstance(
+        interval, int | float) else 30.0
+    conn.execute(agents.update().where(agents.c.id == agent_id).values(
+        status={**status, "state": state}, version=str(status.get("version") or "")[:64],
+        policy=str(status.get("policy") or "")[:64], last_seen_us=now_us))
+    values: dict[str, Any] = {"heartbeat_us": now_us, "interval_s": interval, "state": state}
+    out: dict[str, Any] = {"recovered": False, "stopping": state == "stopping"}
+    if state == "stopping":
+        values["stopped_us"] = now_us
+    else:
+        values["stopped_us"] = None
+    conn.execute(agent_link.update().where(agent_link.c.agent == agent_id).values(**values))
+    if row.silent_us is not None:
+        cleared = conn.execute(agent_link.update().where(
+            agent_link.c.agent == agent_id, agent_link.c.silent_us.is_not(None))
+            .values(silent_us=None))
+        if cleared.rowcount:
+            seat = conn.execute(sa.select(agents.c.seat).where(agents.c.id == agent_id)
+                                ).scalar() or ""
+            record_console_event(conn, "agent.recovered", "info", {
+                "agent": agent_id, "silent_since": rfc3339(row.silent_us / 1e6),
+                "silent_for_s": round((now_us - row.silent_us) / 1e6, 3),
+                "state": state}, seat=str(seat), now=now_us / 1e6)
+            out["recovered"] = True
+    return out
+
+
+def check_silent(conn: Connection, now_us: int) -> list[str]:
+    """Record ``agent.silent`` for every enrolled, running agent not heard for
+    ``MISSED`` of its intervals; returns the agents newly found silent."""
+    rows = conn.execute(
+        sa.select(agent_link.c.agent, agent_link.c.heartbeat_us, agent_link.c.interval_s,
+                  agents.c.seat, agents.c.host)
+        .join(agents, agents.c.id == agent_link.c.agent)
+        .where(agents.c.revoked_us.is_(None), agent_link.c.silent_us.is_(None),
+               agent_link.c.stopped_us.is_(None), agent_link.c.heartbeat_us.is_not(None),
+               agent_link.c.heartbeat_us + agent_link.c.interval_s * MISSED * 1_000_000
+               < now_us)).all()
+    found = []
+    for r in rows:
+        took = conn.execute(agent_link.update().where(
+            agent_link.c.agent == r.agent, agent_link.c.silent_us.is_(None),
+            agent_link.c.heartbeat_us == r.heartbeat_us).values(silent_us=now_us))
+        if not took.rowcount:
+            continue  # another console process got there first, or it just heartbeat
+        record_console_event(conn, "agent.silent", "violation", {
+            "agent": r.agent, "host": r.host, "last_seen": rfc3339(r.heartbeat_us / 1e6),
+            "interval_s": r.interval_s, "missed": MISSED}, seat=r.seat, now=now_us / 1e6)
+        found.append(str(r.agent))
+    return found
+
+
+class SilenceWatch:
+    """Runs ``check_silent`` every ``every`` seconds on a background scheduler."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time,
+                 every: float | None = None):
+        self.engine = engine
+        self.clock = clock
+        self.every = every or float(os.environ.get("FLOORGUARD_SILENCE_CHECK", "5"))
+        self._scheduler: Any = None
+
+    def run_once(self) -> list[str]:
+        try:
+            with self.engine.begin() as conn:
+                found = check_silent(conn, int(self.clock() * 1_000_000))
+        except Exception:  # the job must keep running through a busy store
+            log.exception("silence check failed")
+            return []
+        for agent in found:
+            log.warning("agent silent", agent=agent)
+        return found
+
+    def start(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._scheduler.add_job(self.run_once, "interval", seconds=self.every,
+                                id="silence", max_instances=1, coalesce=True)
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
