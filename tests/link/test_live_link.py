@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
-
 from tests.live import LiveConsole, running, wait_until
 
-from .conftest import Store, agent_id, csrf_of, enrolled_agent, token
+from .conftest import Store, agent_id, csrf_of, enrolled_agent
 
 
 def test_heartbeat_reports_state_and_reload_command_runs(
