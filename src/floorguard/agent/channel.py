@@ -123,7 +123,8 @@ class Heartbeat:
             except (httpx.HTTPError, ValueError) as exc:
                 self.failures += 1
                 if self.failures in (1, 10) or self.failures % 100 == 0:
-                    log.info("heartbeat failed", error=str(exc), failures=self.failures)
+                    log.info("heartbeat failed", error=f"{type(exc).__name__}: {exc}",
+                             failures=self.failures)
             except Exception:  # one bad reply must not end the heartbeats
                 log.exception("heartbeat handling failed")
             self.now.clear()
@@ -191,7 +192,8 @@ class CommandPoller:
             except (httpx.HTTPError, ValueError) as exc:
                 self.failures += 1
                 if self.failures in (1, 10) or self.failures % 100 == 0:
-                    log.info("command poll failed", error=str(exc), failures=self.failures)
+                    log.info("command poll failed", error=f"{type(exc).__name__}: {exc}",
+                             failures=self.failures)
                 await _sleep_or_stop(stop, min(30.0, 0.5 * 2 ** min(self.failures, 6)))
 
 

@@ -6,7 +6,7 @@
   agent spreads its backlog over a window sized by them after an outage).
 - ``GET /api/v1/commands?wait=25``: a long-poll held open until a command is queued for
   this agent (woken in-process at once, and by a store poll every quarter second so that
-  commands queued through another console process arrive too).
+  commands queued, or agents revoked, through another console process are seen too).
 - ``POST /api/v1/commands/{id}/result``: the agent's result, stored once.
 - ``GET /api/v1/policy``: the policy text for the agent's floor.
 
@@ -40,7 +40,6 @@ log = structlog.get_logger("floorguard.console.link")
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 
 MAX_WAIT = 60.0
-RECHECK = 5.0  # a waiting poll re-reads the store (and the token) at least this often
 
 
 class HeartbeatIn(BaseModel):
@@ -96,6 +95,7 @@ class CommandBell:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._high = 0
+        self._revoked_since = 0
 
     def event(self, agent_id: str) -> asyncio.Event:
         ev = self._events.get(agent_id)
@@ -115,6 +115,8 @@ class CommandBell:
         with self.engine.connect() as conn:
             self._high = int(conn.execute(sa.select(sa.func.max(commands.c.id))).scalar()
                              or 0)
+            self._revoked_since = int(conn.execute(sa.select(sa.func.max(
+                agents.c.revoked_us))).scalar() or 0)
         self._task = self._loop.create_task(self._watch())
 
     def stop(self) -> None:
@@ -122,22 +124,29 @@ class CommandBell:
             self._task.cancel()
             self._task = None
 
-    def _new_since(self) -> list[tuple[int, str]]:
+    def _new_since(self) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        """Commands queued and agents revoked since the last look (by any process)."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(commands.c.id, commands.c.agent)
                                 .where(commands.c.id > self._high)).all()
-        return [(int(r.id), str(r.agent)) for r in rows]
+            revoked = conn.execute(sa.select(agents.c.revoked_us, agents.c.id)
+                                   .where(agents.c.revoked_us > self._revoked_since)).all()
+        return ([(int(r.id), str(r.agent)) for r in rows],
+                [(int(r.revoked_us), str(r.id)) for r in revoked])
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.poll)
             try:
-                rows = await run_in_threadpool(self._new_since)
+                rows, revoked = await run_in_threadpool(self._new_since)
             except Exception:  # a busy store: try again next tick
                 log.exception("command watch failed")
                 continue
             for cid, agent in rows:
                 self._high = max(self._high, cid)
+                self.event(agent).set()
+            for at, agent in revoked:  # its waiting poll re-checks the token and ends
+                self._revoked_since = max(self._revoked_since, at)
                 self.event(agent).set()
 
 
@@ -149,12 +158,15 @@ def install(app: FastAPI) -> None:
     app.state.fleet_cache = (0.0, 0)
 
     def start(app: FastAPI) -> None:
+        app.state.write_sink = presence.WriteSink(app.state.engine)
+        app.state.write_sink.start()
         app.state.command_bell = CommandBell(app.state.engine)
         app.state.command_bell.start()
         app.state.silence_watch = presence.SilenceWatch(app.state.engine)
         app.state.silence_watch.start()
 
     def stop(app: FastAPI) -> None:
+        app.state.write_sink.stop()
         app.state.command_bell.stop()
         app.state.silence_watch.stop()
 
@@ -194,20 +206,23 @@ async def post_heartbeat(request: Request) -> HeartbeatOut:
         raise HTTPException(403, f"this heartbeat names agent {body.agent}, but the token "
                                  "belongs to another agent")
 
-    def store() -> HeartbeatOut:
-        with request.app.state.engine.begin() as conn:
-            changed = presence.heartbeat(conn, agent_id, body.state, body.status, now_us())
-            if changed["stopping"]:
-                audit(conn, "agent:" + agent_id, "agent.stopping", "", client_ip(request),
-                      {"version": body.status.get("version")})
-            floor = conn.execute(sa.select(agents.c.floor).where(agents.c.id == agent_id)
-                                 ).scalar() or ""
-            held = floor_policy.for_floor(conn, str(floor))
-            fleet = _fleet_size(request, conn)
+    ip = client_ip(request)
+    received = now_us()
+
+    def store(conn: Any) -> HeartbeatOut:
+        changed = presence.heartbeat(conn, agent_id, body.state, body.status, received)
+        if changed["stopping"]:
+            audit(conn, "agent:" + agent_id, "agent.stopping", "", ip,
+                  {"version": body.status.get("version")})
+        floor = conn.execute(sa.select(agents.c.floor).where(agents.c.id == agent_id)
+                             ).scalar() or ""
+        held = floor_policy.for_floor(conn, str(floor))
+        fleet = _fleet_size(request, conn)
         ref = PolicyRef(floor=str(floor), hash=held["hash"]) if held else None
         return HeartbeatOut(policy=ref, fleet=fleet, drain_rate=request.app.state.drain_rate)
 
-    return await run_in_threadpool(store)
+    out: HeartbeatOut = await asyncio.wrap_future(request.app.state.write_sink.submit(store))
+    return out
 
 
 @router.get("/commands", response_model=CommandsOut,
@@ -218,31 +233,37 @@ async def get_commands(
                                  "request open while no command is queued")] = 0.0,
 ) -> CommandsOut:
     """Commands queued for this agent (oldest first; sent again until acknowledged)."""
-    agent_id = await run_in_threadpool(agent_for_token, request)
     bell: CommandBell = request.app.state.command_bell
-    ev = bell.event(agent_id)
     deadline = time.monotonic() + wait
+    agent_id = ""
 
     def fetch() -> list[dict[str, Any]]:
+        # The token is checked again at every wake: a revocation ends the poll at once.
+        nonlocal agent_id
+        agent_id = agent_for_token(request)
         with request.app.state.engine.begin() as conn:
             rows = pending(conn, agent_id)
-            mark_delivered(conn, [r["id"] for r in rows])
+            if rows:
+                mark_delivered(conn, [r["id"] for r in rows])
         return rows
 
+    ev: asyncio.Event | None = None
     while True:
-        ev.clear()
+        if ev is not None:
+            ev.clear()
         rows = await run_in_threadpool(fetch)
+        if ev is None:
+            ev = bell.event(agent_id)
+            if ev.is_set():  # rung between the fetch and now: look again
+                continue
         left = deadline - time.monotonic()
         if rows or left <= 0:
             return CommandsOut(commands=[CommandOut(**r) for r in rows])
-        recheck = time.monotonic() + min(left, RECHECK)
-        while not ev.is_set() and time.monotonic() < recheck:
+        while not ev.is_set() and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), min(1.0, recheck - time.monotonic()))
+                await asyncio.wait_for(ev.wait(), min(1.0, deadline - time.monotonic()))
             if await request.is_disconnected():
                 return CommandsOut(commands=[])
-        # The token may have been revoked while we waited: refused at once.
-        await run_in_threadpool(agent_for_token, request)
 
 
 @router.post("/commands/{command_id}/result",

@@ -11,8 +11,11 @@ update on ``silent_us`` makes each silence recorded once however many run it.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,6 +87,78 @@ def check_silent(conn: Connection, now_us: int) -> list[str]:
             "interval_s": r.interval_s, "missed": MISSED}, seat=r.seat, now=now_us / 1e6)
         found.append(str(r.agent))
     return found
+
+
+Work = Callable[[Connection], Any]
+
+
+class WriteSink:
+    """Group commit for small writes (heartbeats): one thread takes every write waiting
+    and runs them in one transaction.
+
+    On SQLite, writers in separate transactions queue on the database lock with a
+    sleeping busy handler, so a thousand agents heartbeating through their own
+    transactions spend their time asleep; batched, they cost one commit per batch.
+    A batch that fails is retried one write at a time, so one bad write fails alone.
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = 500):
+        self.engine = engine
+        self.max_batch = max_batch
+        self._q: queue.Queue[tuple[Work, Future[Any]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="write-sink", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join(10)
+            self._thread = None
+
+    def submit(self, work: Work) -> Future[Any]:
+        fut: Future[Any] = Future()
+        if self._thread is None:
+            fut.set_exception(RuntimeError("the console is not running"))
+        else:
+            self._q.put((work, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[Work, Future[Any]]]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                results = [work(conn) for work, _fut in batch]
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            for item in batch:
+                self._commit([item])
+            return
+        for (_work, fut), result in zip(batch, results, strict=True):
+            fut.set_result(result)
 
 
 class SilenceWatch:
