@@ -39,8 +39,12 @@ def make_engine(url: str) -> Engine:
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Keep as many connections as the worker threads use at once: an overflow
+        # connection is closed on return, and opening one (with its pragmas) again for
+        # every request is what a busy console would spend its time on.
         engine = sa.create_engine(url, connect_args={"check_same_thread": False,
-                                                      "timeout": 30})
+                                                      "timeout": 30},
+                                  pool_size=40, max_overflow=10)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql"):

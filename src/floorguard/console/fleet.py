@@ -67,7 +67,7 @@ def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
         status = d.get("status") or {}
         d["controls"] = ", ".join(status.get("controls") or [])
         d["unavailable"] = ", ".join(sorted((status.get("unavailable") or {}).keys()))
-        d["user"] = status.get("user") or ""
+        d["user"] = status.get("session_user") or status.get("user") or ""
         d["locked"] = status.get("locked")
         out.append(d)
     return out

@@ -29,8 +29,8 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from . import chain, floor_policy, presence
-from .api import agent_for_token, read_json, validation_detail
-from .auth import audit, client_ip
+from .api import _bearer, agent_for_token, read_json, validation_detail
+from .auth import audit, client_ip, sha256_hex
 from .commands import commands, complete, mark_delivered, pending
 from .db import now_us
 from .schema import agents
@@ -85,11 +85,49 @@ class PolicyOut(BaseModel):
     text: str
 
 
+class TokenCache:
+    """Token hash -> agent id for the frequent agent calls (heartbeats, polls), so that a
+    thousand agents do not each cost a store query and a worker thread per call.
+
+    A revocation drops the agent's entries at once in the revoking process, and within the
+    bell's store poll (a quarter second) in every other console process; entries expire
+    after ``ttl`` seconds whatever happens (a re-enrollment replaces the token)."""
+
+    def __init__(self, ttl: float = 30.0):
+        self.ttl = ttl
+        self._known: dict[str, tuple[str, float]] = {}
+
+    def get(self, token_hash: str) -> str | None:
+        hit = self._known.get(token_hash)
+        if hit is None or time.monotonic() - hit[1] > self.ttl:
+            return None
+        return hit[0]
+
+    def put(self, token_hash: str, agent_id: str) -> None:
+        self._known[token_hash] = (agent_id, time.monotonic())
+
+    def forget(self, agent_id: str) -> None:
+        for key in [k for k, v in self._known.items() if v[0] == agent_id]:
+            self._known.pop(key, None)
+
+
+async def authenticated_agent(request: Request) -> str:
+    """The agent the bearer token belongs to (401 otherwise), from the cache if fresh."""
+    cache: TokenCache = request.app.state.token_cache
+    key = sha256_hex(_bearer(request))
+    agent_id = cache.get(key)
+    if agent_id is None:
+        agent_id = await run_in_threadpool(agent_for_token, request)
+        cache.put(key, agent_id)
+    return agent_id
+
+
 class CommandBell:
     """Wakes long-polls waiting for a given agent's commands."""
 
-    def __init__(self, engine: Engine, poll: float = 0.25):
+    def __init__(self, engine: Engine, tokens: TokenCache, poll: float = 0.25):
         self.engine = engine
+        self.tokens = tokens
         self.poll = poll
         self._events: dict[str, asyncio.Event] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,6 +143,7 @@ class CommandBell:
 
     def ring(self, agent_id: str) -> None:
         """Safe from any thread."""
+        self.tokens.forget(agent_id)  # a revocation or re-enrollment may be why
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -147,6 +186,7 @@ class CommandBell:
                 self.event(agent).set()
             for at, agent in revoked:  # its waiting poll re-checks the token and ends
                 self._revoked_since = max(self._revoked_since, at)
+                self.tokens.forget(agent)
                 self.event(agent).set()
 
 
@@ -156,11 +196,12 @@ def install(app: FastAPI) -> None:
     app.state.ingest_hooks.append(chain.check_batch)
     app.state.drain_rate = float(os.environ.get("FLOORGUARD_DRAIN_RATE", "5000"))
     app.state.fleet_cache = (0.0, 0)
+    app.state.token_cache = TokenCache()
 
     def start(app: FastAPI) -> None:
         app.state.write_sink = presence.WriteSink(app.state.engine)
         app.state.write_sink.start()
-        app.state.command_bell = CommandBell(app.state.engine)
+        app.state.command_bell = CommandBell(app.state.engine, app.state.token_cache)
         app.state.command_bell.start()
         app.state.silence_watch = presence.SilenceWatch(app.state.engine)
         app.state.silence_watch.start()
@@ -196,7 +237,7 @@ def _fleet_size(request: Request, conn: Any) -> int:
                         422: {"description": "malformed heartbeat; the detail names the field"}})
 async def post_heartbeat(request: Request) -> HeartbeatOut:
     """Store this agent's state; reply with the policy in force for its floor."""
-    agent_id = await run_in_threadpool(agent_for_token, request)
+    agent_id = await authenticated_agent(request)
     payload = await read_json(request, limit=64 * 1024)
     try:
         body = HeartbeatIn.model_validate(payload)
@@ -214,11 +255,9 @@ async def post_heartbeat(request: Request) -> HeartbeatOut:
         if changed["stopping"]:
             audit(conn, "agent:" + agent_id, "agent.stopping", "", ip,
                   {"version": body.status.get("version")})
-        floor = conn.execute(sa.select(agents.c.floor).where(agents.c.id == agent_id)
-                             ).scalar() or ""
-        held = floor_policy.for_floor(conn, str(floor))
         fleet = _fleet_size(request, conn)
-        ref = PolicyRef(floor=str(floor), hash=held["hash"]) if held else None
+        held = changed["policy_hash"]
+        ref = PolicyRef(floor=changed["floor"], hash=held) if held else None
         return HeartbeatOut(policy=ref, fleet=fleet, drain_rate=request.app.state.drain_rate)
 
     out: HeartbeatOut = await asyncio.wrap_future(request.app.state.write_sink.submit(store))
@@ -238,9 +277,6 @@ async def get_commands(
     agent_id = ""
 
     def fetch() -> list[dict[str, Any]]:
-        # The token is checked again at every wake: a revocation ends the poll at once.
-        nonlocal agent_id
-        agent_id = agent_for_token(request)
         with request.app.state.engine.begin() as conn:
             rows = pending(conn, agent_id)
             if rows:
@@ -251,6 +287,8 @@ async def get_commands(
     while True:
         if ev is not None:
             ev.clear()
+        # The token is checked again at every wake: a revocation ends the poll at once.
+        agent_id = await authenticated_agent(request)
         rows = await run_in_threadpool(fetch)
         if ev is None:
             ev = bell.event(agent_id)
@@ -259,11 +297,11 @@ async def get_commands(
         left = deadline - time.monotonic()
         if rows or left <= 0:
             return CommandsOut(commands=[CommandOut(**r) for r in rows])
-        while not ev.is_set() and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), min(1.0, deadline - time.monotonic()))
-            if await request.is_disconnected():
-                return CommandsOut(commands=[])
+        # No disconnect check while waiting: under the app's HTTP middleware each one
+        # costs a task group, and a poll whose agent went away only holds a timer until
+        # its deadline.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), left)
 
 
 @router.post("/commands/{command_id}/result",
@@ -271,7 +309,7 @@ async def get_commands(
                         404: {"description": "no such command for this agent"}})
 async def post_result(request: Request, command_id: int) -> dict[str, Any]:
     """Acknowledge a command with its result (idempotent)."""
-    agent_id = await run_in_threadpool(agent_for_token, request)
+    agent_id = await authenticated_agent(request)
     payload = await read_json(request, limit=256 * 1024)
     try:
         body = ResultIn.model_validate(payload)
@@ -297,7 +335,7 @@ async def post_result(request: Request, command_id: int) -> dict[str, Any]:
                        404: {"description": "the console holds no policy for this floor"}})
 async def get_policy(request: Request) -> PolicyOut:
     """The policy text in force for this agent's floor."""
-    agent_id = await run_in_threadpool(agent_for_token, request)
+    agent_id = await authenticated_agent(request)
 
     def load() -> dict[str, Any] | None:
         with request.app.state.engine.connect() as conn:
