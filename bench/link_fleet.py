@@ -186,8 +186,10 @@ def main() -> int:
         while time.monotonic() < end - 3:  # leave time for the last deliveries
             now = time.monotonic()
             if now >= next_cmd:
+                # each SV press goes to an agent not pressed before, so that its
+                # delivery is matched to the right press
                 aid = order[sent % len(order)]
-                if sent % 2 == 0:
+                if sent % 2 == 0 and aid not in sent_ui:
                     sent_ui[aid] = time.time()
                     try:
                         sv.post(f"/agents/{aid}/lock", data={"csrf": csrf.group(1)})
