@@ -136,9 +136,21 @@ def test_a_rewritten_record_is_flagged_and_the_first_copy_kept(engine: Engine) -
     assert kept == recs[3]["hash"]
 
 
+def test_a_hole_filled_later_is_no_break(engine: Engine) -> None:
+    recs = chain(20)
+    assert ingest(engine, recs[:5] + recs[8:])["acked"] == 5  # waits for 6-8
+    assert ingest(engine, recs[5:8])["acked"] == 20
+    assert broken(engine) == []
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(chain_breaks)).all() == []
+
+
 def test_an_undeclared_gap_is_flagged_and_the_ack_moves_past_it(engine: Engine) -> None:
     recs = chain(20)
-    result = ingest(engine, recs[:5] + recs[8:])
+    assert ingest(engine, recs[:5] + recs[8:])["acked"] == 5
+    assert broken(engine) == []
+    # the agent sends again from its acknowledgement and still jumps the hole
+    result = ingest(engine, recs[8:])
     assert result["acked"] == 20  # the agent is not stuck resending
     assert [(b["from_seq"], b["to_seq"], b["reason"]) for b in broken(engine)] == [
         (6, 8, "missing")]

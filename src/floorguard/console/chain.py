@@ -10,7 +10,9 @@ walks forward over what the store now holds:
 - each stored record's ``prev`` must equal the hash of the record before it;
 - a missing run of seqs is a gap, unless the agent declared it in the batch as a hole
   its journal made at its size cap (``gaps``: first and last seq and the hash of the last
-  dropped record) *and* the record after the hole links to that hash.
+  dropped record) *and* the record after the hole links to that hash. An undeclared hole
+  first holds the acknowledgement back (the records may still come); when the agent,
+  sending again from the acknowledgement, still jumps it, the records are missing.
 
 Each break becomes one ``agent.chain_broken`` violation (by the console, see
 ``console_events``) naming the agent, the seq range and why; ``chain_breaks`` keeps it
@@ -95,6 +97,20 @@ def _note(conn: Connection, agent_id: str, seat: str, first: int, last: int, rea
     return True
 
 
+def _seen_before(conn: Connection, agent_id: str, first: int, last: int) -> bool:
+    """Whether this hole was already waited for once; if not, remember it."""
+    known = conn.execute(sa.select(chain_breaks.c.id).where(
+        chain_breaks.c.agent == agent_id, chain_breaks.c.from_seq == first,
+        chain_breaks.c.reason == "waiting")).first()
+    if known is not None:
+        conn.execute(chain_breaks.delete().where(chain_breaks.c.id == known.id))
+        return True
+    conn.execute(chain_breaks.insert().values(
+        agent=agent_id, from_seq=first, to_seq=last, reason="waiting", explained=True,
+        details="", recorded_us=now_us()))
+    return False
+
+
 def check_batch(conn: Connection, agent_id: str, records: list[dict[str, Any]],
                 result: dict[str, Any]) -> None:
     """The ingest hook: check what this batch added to the agent's chain and move the
@@ -110,7 +126,8 @@ def check_batch(conn: Connection, agent_id: str, records: list[dict[str, Any]],
     declared = {int(g["from_seq"]): g for g in result.get("gaps", [])}
     state = link_row(conn, agent_id)
     seq, prev = int(state.chain_seq), str(state.chain_hash)
-    while True:
+    held = False
+    while not held:
         rows = conn.execute(
             sa.select(events.c.seq, events.c.prev, events.c.hash)
             .where(events.c.agent == agent_id, events.c.seq > seq)
@@ -124,13 +141,25 @@ def check_batch(conn: Connection, agent_id: str, records: list[dict[str, Any]],
                     _note(conn, agent_id, seat, seq + 1, at - 1,
                           "missing" if linked else "bad_gap", explained=linked,
                           extra={"declared_count": int(hole.get("count", 0))})
+                elif not _seen_before(conn, agent_id, seq + 1, at - 1):
+                    # The first time, the missing records may still be on their way (a
+                    # batch sent twice at once): the acknowledgement stops before them
+                    # and the agent sends from there again.
+                    held = True
+                    break
                 else:
+                    # Sent again from its acknowledgement, the agent still jumps the
+                    # hole: it does not have those records.
                     _note(conn, agent_id, seat, seq + 1, at - 1, "missing")
             elif row.prev != prev:
                 _note(conn, agent_id, seat, max(seq, 1), at, "unlinked")
             seq, prev = at, str(row.hash)
         if len(rows) < WALK:
             break
+    # holes that were filled after all are no longer waited for
+    conn.execute(chain_breaks.delete().where(chain_breaks.c.agent == agent_id,
+                                             chain_breaks.c.reason == "waiting",
+                                             chain_breaks.c.from_seq <= seq))
     conn.execute(agent_link.update().where(agent_link.c.agent == agent_id)
                  .values(chain_seq=seq, chain_hash=prev))
     if seat_row is not None and seq > int(result.get("acked", 0)):
