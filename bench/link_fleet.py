@@ -226,6 +226,9 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             console.kill()
             console.wait(5)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
     hb = [x for r in results for x in r["heartbeat"]]
