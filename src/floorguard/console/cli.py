@@ -156,6 +156,8 @@ def create_enrollment_code(engine: Any, actor: str, floor: str, ttl: float) -> s
     from .schema import enrollment_codes
 
     code = secrets.token_urlsafe(18)
+    while code.startswith("-"):  # "--code -x..." would read as an option on the command line
+        code = secrets.token_urlsafe(18)
     now = now_us()
     with engine.begin() as conn:
         conn.execute(enrollment_codes.insert().values(
