@@ -79,10 +79,13 @@ def test_a_file_moved_onto_removable_media_is_reported_under_its_new_name(
     shutil.move(outside, dest)
     ev = harness.wait_for("files.copied", path=str(dest))[0]
     assert ev["details"]["sha256"] == hashlib.sha256(b"minutes of the meeting\n").hexdigest()
-    # a temporary name renamed into place is reported once, under the final name
+    # a file still being written under a temporary name and renamed into place is
+    # reported once, under the final name (judged when its writer closes it)
     part = tmp_path / "media" / "big.bin.part"
-    part.write_bytes(b"x" * 1000)
-    os.rename(part, tmp_path / "media" / "big.bin")
+    with open(part, "wb") as f:
+        f.write(b"x" * 1000)
+        f.flush()
+        os.rename(part, tmp_path / "media" / "big.bin")
     harness.wait_for("files.copied", path=str(tmp_path / "media" / "big.bin"))
     paths = [e["details"]["path"] for e in harness.events("files.copied")]
     assert str(part) not in paths
