@@ -30,9 +30,11 @@ def _insert_ignore(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert the rows that are not stored yet; return how many were inserted."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
+        # psycopg reports no row count for a batched insert: count what RETURNING gives.
         stmt: Any = postgresql.insert(events).on_conflict_do_nothing(
-            index_elements=["agent", "seq"])
-    elif dialect == "sqlite":
+            index_elements=["agent", "seq"]).returning(events.c.seq)
+        return len(conn.execute(stmt, rows).all())
+    if dialect == "sqlite":
         stmt = sqlite.insert(events).on_conflict_do_nothing(index_elements=["agent", "seq"])
     else:  # pragma: no cover - only the two dialects are supported
         raise RuntimeError(f"unsupported dialect {dialect}")
