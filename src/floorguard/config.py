@@ -34,6 +34,8 @@ class AgentConfig:
     sysfs_root: str = "/sys"
     runtime_dir: str = "/run/floorguard"  # pid file the USB udev helper checks
     cups_server: str = ""  # default: CUPS_SERVER or the local socket
+    cups_spool: str = "/var/spool/cups"  # cupsd's RequestRoot, watched for new jobs
+    cups_conf: str = "/etc/cups/cupsd.conf"  # checked for a policy operators cannot bypass
     log_level: str = "info"
     journal_max_mb: int = 512
     journal_max_days: int = 14

@@ -11,4 +11,5 @@ CONTROLS: dict[str, str] = {
     "files": "floorguard.agent.files:FilesControl",
     "processes": "floorguard.agent.processes:ProcessesControl",
     "network": "floorguard.agent.network:NetworkControl",
+    "print": "floorguard.agent.printing:PrintControl",
 }

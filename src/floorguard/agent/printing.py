@@ -1,0 +1,736 @@
+"""Print approval: every job waits in CUPS until an SV approves it from the console.
+
+Policy table ``[print]``:
+
+- ``approval = "required"`` holds every job on the selected queues (``queues`` globs,
+  minus ``exempt`` globs) by setting the queue's ``job-hold-until-default`` to
+  ``indefinite``. If anyone changes that setting back, it is restored at once and
+  recorded as a violation (``print.hold_restored``).
+- Each new held job is recorded as ``print.held`` with its queue, operator, seat, title,
+  size, page count (from the document: CUPS reports none for held jobs) and a small
+  first-page thumbnail for the SV. Text and unknown formats carry a placeholder flag
+  instead of a picture. The job is noticed within a second by a watch on the spool
+  folder, and by a ``Get-Jobs`` reconcile every ``check_interval`` even without it.
+- The SV decides in the console. Approval releases the job (``print.approved`` naming
+  the SV, then ``print.released`` once CUPS reports it completed); denial cancels it
+  (``print.denied`` with the reason). Jobs above ``note_above_pages`` pages need a note
+  with the approval. A decision for a job that no longer exists is recorded as
+  ``print.decision_failed`` and acknowledged, never retried forever.
+- A job nobody decided on within ``expire_after`` is cancelled (``print.expired``).
+- ``approval = "off"`` holds nothing, unless ``note_above_pages`` is set: then every job
+  is held, those of at most that many pages are released automatically (approved by
+  ``policy``) and larger ones wait for an SV.
+
+Fail closed: with the console unreachable jobs simply stay held. Known jobs and decisions
+not yet carried out are kept in ``STATE_DIR/print-state.json`` (written atomically), so a
+restart of the agent, the console or cupsd loses nothing. The agent checks cupsd's own
+policy and records ``print.misconfigured`` when an operator could release, alter or cancel
+their own held job (the README shows the cupsd policy that prevents it).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fnmatch
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..policy import Policy
+from .control import Control, ControlContext, ControlUnavailable
+from .cups import (
+    ABORTED,
+    CANCELED,
+    COMPLETED,
+    GONE,
+    HELD,
+    NOT_FOUND,
+    NOT_POSSIBLE,
+    Cups,
+    CupsUnreachable,
+    IppError,
+    Job,
+)
+
+log = structlog.get_logger("floorguard.print")
+
+STATE_FILE = "print-state.json"
+DEFAULT_SPOOL = "/var/spool/cups"
+DEFAULT_CUPSD_CONF = "/etc/cups/cupsd.conf"
+THUMBNAIL_MAX = 48 * 1024  # bytes of PNG; an event must stay small
+TOOL_TIMEOUT = 15.0
+PROTECTED_OPS = ("Release-Job", "Set-Job-Attributes", "Cancel-Job")
+
+
+# --- pure decisions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrintRules:
+    approval: str
+    queues: tuple[str, ...]
+    exempt: tuple[str, ...]
+    expire_after: float
+    note_above_pages: int | None
+    check_interval: float
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> PrintRules:
+        t = policy.get("print")
+        return cls(approval=t["approval"], queues=tuple(t["queues"]),
+                   exempt=tuple(t["exempt"]), expire_after=float(t["expire_after"]),
+                   note_above_pages=t["note_above_pages"],
+                   check_interval=float(t["check_interval"]))
+
+    @property
+    def holds(self) -> bool:
+        """Whether queues are held at all (approval required, or a page limit to check)."""
+        return self.approval == "required" or self.note_above_pages is not None
+
+
+def queue_selected(queue: str, queues: Iterable[str], exempt: Iterable[str]) -> bool:
+    """A queue is held when a ``queues`` glob names it and no ``exempt`` glob does."""
+    return (any(fnmatch.fnmatchcase(queue, g) for g in queues)
+            and not any(fnmatch.fnmatchcase(queue, g) for g in exempt))
+
+
+def needs_note(pages: int | None, note_above: int | None) -> bool:
+    """Approving a job above the page limit needs a note; a job whose page count is
+    unknown might be above it, so it needs one too."""
+    if note_above is None:
+        return False
+    return pages is None or pages > note_above
+
+
+def auto_release(rules: PrintRules, pages: int | None) -> bool:
+    """With approval off, only jobs known to be within the page limit print unasked."""
+    return (rules.approval == "off" and rules.note_above_pages is not None
+            and pages is not None and pages <= rules.note_above_pages)
+
+
+def expired(seen_at: float, now: float, expire_after: float) -> bool:
+    return now - seen_at >= expire_after
+
+
+def text_pages(data: bytes, lines_per_page: int = 60) -> int:
+    """Pages a plain-text job will take, estimated as the text filter lays it out: form
+    feeds start a page, otherwise ``lines_per_page`` lines fill one."""
+    text = data.decode("utf-8", "replace")
+    pages = 0
+    for chunk in text.split("\f"):
+        lines = chunk.count("\n") + (0 if chunk.endswith("\n") or not chunk else 1)
+        pages += max(1, math.ceil(lines / lines_per_page))
+    return pages
+
+
+_DSC_PAGES = re.compile(rb"^%%Pages:\s*(\d+)\s*$", re.M)
+
+
+def postscript_pages(data: bytes) -> int | None:
+    m = _DSC_PAGES.search(data[:65536]) or _DSC_PAGES.search(data[-65536:])
+    return int(m.group(1)) if m else None
+
+
+def parse_pdfinfo_pages(output: str) -> int:
+    m = re.search(r"^Pages:\s+(\d+)\s*$", output, re.M)
+    if not m:
+        raise ValueError("pdfinfo printed no page count")
+    return int(m.group(1))
+
+
+def cupsd_policy_problems(text: str, policy_name: str = "default") -> list[str]:
+    """What in cupsd.conf would let an operator release, alter or cancel their own held
+    job. For each protected operation, the ``<Limit>`` that names it (else ``<Limit
+    All>``) inside ``<Policy policy_name>`` must require authentication (an ``AuthType``
+    other than None) and admit only named users or groups, never ``@OWNER``, nor any
+    ``valid-user``: a limit without ``AuthType`` trusts whatever name the client claims."""
+    policies: dict[str, list[tuple[set[str], dict[str, str]]]] = {}
+    current: list[tuple[set[str], dict[str, str]]] | None = None
+    limit: tuple[set[str], dict[str, str]] | None = None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        low = line.lower()
+        if low.startswith("<policy"):
+            name = line[len("<policy"):].rstrip(">").strip()
+            current = policies.setdefault(name, [])
+        elif low.startswith("</policy"):
+            current = None
+        elif low.startswith("<limit") and current is not None:
+            ops = {op.lower() for op in line[len("<limit"):].rstrip(">").split()}
+            limit = (ops, {})
+            current.append(limit)
+        elif low.startswith("</limit"):
+            limit = None
+        elif limit is not None:
+            key, _, value = line.partition(" ")
+            limit[1][key.lower()] = value.strip()
+    if policy_name not in policies:
+        return [f"cupsd.conf has no <Policy {policy_name}>: cupsd's built-in policy lets "
+                "job owners release and cancel their own jobs"]
+    problems = []
+    for op in PROTECTED_OPS:
+        limits = policies[policy_name]
+        found = next((d for ops, d in limits if op.lower() in ops), None)
+        if found is None:
+            found = next((d for ops, d in limits if "all" in ops), None)
+        if found is None:
+            problems.append(f"{op}: no <Limit> in <Policy {policy_name}> covers it")
+            continue
+        auth = found.get("authtype", "").lower()
+        require = found.get("require", "").lower().split()
+        if not auth or auth == "none":
+            problems.append(f"{op}: the <Limit> has no AuthType, so cupsd trusts the user "
+                            "name the client claims")
+        elif not require or require[0] == "valid-user":
+            problems.append(f"{op}: any authenticated user may do it")
+        elif require[0] == "user" and "@owner" in require[1:]:
+            problems.append(f"{op}: the job's owner may do it (Require user @OWNER)")
+    return problems
+
+
+# --- the OS side of documents -------------------------------------------------------------
+
+
+def describe_document(fmt: str, data: bytes, workdir: Path) -> dict[str, Any]:
+    """Page count and first-page thumbnail of a spooled document, as event details."""
+    out: dict[str, Any] = {"format": fmt, "size": len(data), "pages": None,
+                           "pages_source": "unknown", "thumbnail": None,
+                           "thumbnail_placeholder": None}
+    if fmt == "application/pdf" or data.startswith(b"%PDF-"):
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            pdf = Path(tmp) / "doc.pdf"
+            pdf.write_bytes(data)
+            try:
+                info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True,
+                                      timeout=TOOL_TIMEOUT, check=True)
+                out["pages"] = parse_pdfinfo_pages(info.stdout)
+                out["pages_source"] = "pdfinfo"
+            except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                log.warning("pdfinfo could not read a held job", error=str(exc))
+            out.update(_thumbnail(pdf))
+    elif fmt.startswith("text/"):
+        out["pages"] = text_pages(data)
+        out["pages_source"] = "estimated"
+        out["thumbnail_placeholder"] = "text"
+    elif fmt == "application/postscript":
+        out["pages"] = postscript_pages(data)
+        out["pages_source"] = "dsc" if out["pages"] is not None else "unknown"
+        out["thumbnail_placeholder"] = "unknown_format"
+    else:
+        out["thumbnail_placeholder"] = "unknown_format"
+    return out
+
+
+def _thumbnail(pdf: Path) -> dict[str, Any]:
+    prefix = pdf.with_name("thumb")
+    try:
+        subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", "-singlefile",
+                        str(pdf), str(prefix)], capture_output=True, timeout=TOOL_TIMEOUT,
+                       check=True)
+        png = prefix.with_suffix(".png").read_bytes()
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("pdftoppm could not render a held job", error=str(exc))
+        return {"thumbnail_placeholder": "render_failed"}
+    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+        return {"thumbnail_placeholder": "render_failed"}
+    if len(png) > THUMBNAIL_MAX:
+        return {"thumbnail_placeholder": "too_large"}
+    return {"thumbnail": base64.b64encode(png).decode("ascii")}
+
+
+class StateFile:
+    """The control's memory across restarts: one JSON file replaced atomically."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        empty: dict[str, Any] = {"version": 1, "enforced": [], "jobs": {}, "decisions": {}}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return empty
+        except (OSError, ValueError) as exc:
+            # Keep the unreadable file for inspection; starting empty only means held
+            # jobs are reported again, never that one is released.
+            bad = self.path.with_suffix(".unreadable")
+            with contextlib.suppress(OSError):
+                os.replace(self.path, bad)
+            log.error("print state unreadable; starting afresh", path=str(self.path),
+                      error=str(exc), kept=str(bad))
+            return empty
+        if not isinstance(data, dict) or data.get("version") != 1:
+            return empty
+        for key in ("jobs", "decisions"):
+            if not isinstance(data.get(key), dict):
+                data[key] = {}
+        if not isinstance(data.get("enforced"), list):
+            data["enforced"] = []
+        return data
+
+    def save(self, data: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+
+# --- the control --------------------------------------------------------------------------
+
+
+class PrintControl(Control):
+    """Holds print jobs until an SV approves them (see the module docstring)."""
+
+    name = "print"
+    check_interval = 5.0  # the agent's scheduler only nudges; the control's thread polls
+
+    def __init__(self, ctx: ControlContext, *, cups: Cups | None = None,
+                 spool: str | None = None, cupsd_conf: str | None = None):
+        super().__init__(ctx)
+        self.cups = cups
+        self.spool = spool if spool is not None else (
+            getattr(ctx.config, "cups_spool", "") or DEFAULT_SPOOL)
+        self.cupsd_conf = cupsd_conf if cupsd_conf is not None else (
+            getattr(ctx.config, "cups_conf", "") or DEFAULT_CUPSD_CONF)
+        self.rules: PrintRules | None = None
+        self.store = StateFile(Path(ctx.config.state_dir) / STATE_FILE)
+        self.state: dict[str, Any] = {}
+        self.workdir = Path(ctx.config.state_dir) / "print-work"
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: Any = None
+        self._misconfig: list[str] | None = None
+        self._misconfig_checked = -math.inf
+        self.watching = False
+        self.cups_ok = True
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, policy: Policy) -> None:
+        super().start(policy)
+        self.rules = PrintRules.from_policy(policy)
+        if self.cups is None:
+            self.cups = Cups(self.ctx.config.cups_server)
+        try:
+            self.cups.get_printers()
+        except CupsUnreachable as exc:
+            raise ControlUnavailable(str(exc)) from exc
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if tools_missing():
+            log.error("poppler tools missing: page counts and thumbnails of PDF jobs will "
+                      "be unknown; install poppler-utils", missing=tools_missing())
+        with self._lock:
+            self.state = self.store.load()
+        self.ctx.commands.register("print.decide", self.decide)
+        self.reconcile()
+        self._start_watch()
+        self._thread = threading.Thread(target=self._run, name="print", daemon=True)
+        self._thread.start()
+
+    def apply_policy(self, policy: Policy) -> None:
+        super().apply_policy(policy)
+        with self._lock:
+            self.rules = PrintRules.from_policy(policy)
+        self._wake.set()
+
+    def check(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        # Held jobs stay held: stopping never releases anything.
+        self.ctx.commands.unregister("print.decide")
+        self._stop.set()
+        self._wake.set()
+        if self._observer is not None:
+            with contextlib.suppress(Exception):
+                self._observer.stop()
+                self._observer.join(2)
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.cups is not None:
+            self.cups.close()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            jobs = self.state.get("jobs", {})
+            return {"held": sum(1 for j in jobs.values() if j.get("phase") == "held"),
+                    "watching_spool": self.watching, "cups_reachable": self.cups_ok,
+                    "misconfigured": bool(self._misconfig)}
+
+    def _start_watch(self) -> None:
+        spool = Path(self.spool)
+        if not spool.is_dir() or not os.access(spool, os.R_OK | os.X_OK):
+            log.info("spool folder not readable; relying on Get-Jobs polling",
+                     spool=str(spool))
+            return
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - watchdog is a core dependency
+            return
+        control = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                # Runs on watchdog's thread: never let an exception end the watch.
+                try:
+                    name = os.path.basename(str(getattr(event, "dest_path", "") or
+                                                event.src_path))
+                    if name.startswith(("d", "c")):
+                        control._wake.set()
+                except Exception:
+                    log.exception("spool watch callback failed")
+
+        try:
+            observer = Observer()
+            observer.schedule(Handler(), str(spool), recursive=False)
+            observer.start()
+        except OSError as exc:
+            log.warning("cannot watch the spool folder; relying on polling",
+                        spool=str(spool), error=str(exc))
+            return
+        self._observer = observer
+        self.watching = True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rules = self.rules
+            interval = rules.check_interval if rules else 2.0
+            with self._lock:
+                waiting = any(j.get("phase") == "approved"
+                              for j in self.state.get("jobs", {}).values())
+            # A released job is watched closely so the SV sees "printed" at once.
+            self._wake.wait(0.05 if waiting else interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("print reconcile failed")
+
+    # -- reconcile -----------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """One pass: queues held, pending decisions applied, new jobs recorded, expired
+        jobs cancelled, released jobs followed to completion."""
+        assert self.cups is not None
+        with self._lock:
+            try:
+                self._reconcile_queues()
+                self._apply_pending_decisions()
+                self._reconcile_jobs()
+                self._follow_released()
+                self.cups_ok = True
+            except CupsUnreachable as exc:
+                if self.cups_ok:
+                    log.warning("cupsd unreachable; held jobs stay held", error=str(exc))
+                self.cups_ok = False
+            finally:
+                self._save()
+            self._check_server_policy()
+
+    def _save(self) -> None:
+        try:
+            self.store.save(self.state)
+        except OSError:
+            log.exception("cannot save the print state")
+
+    def _reconcile_queues(self) -> None:
+        assert self.cups is not None and self.rules is not None
+        rules = self.rules
+        enforced: list[str] = self.state["enforced"]
+        for printer in self.cups.get_printers():
+            selected = queue_selected(printer.name, rules.queues, rules.exempt)
+            if selected and rules.holds:
+                if printer.hold_default != "indefinite":
+                    self.cups.set_hold_default(printer.name, "indefinite")
+                    behind_back = printer.name in enforced
+                    self.record("print.hold_restored",
+                                "violation" if behind_back else "info",
+                                {"queue": printer.name, "found": printer.hold_default,
+                                 "set": "indefinite", "initial": not behind_back},
+                                user=None)
+                if printer.name not in enforced:
+                    enforced.append(printer.name)
+            elif printer.name in enforced:
+                # The policy no longer holds this queue: give it back its normal flow.
+                if printer.hold_default == "indefinite":
+                    self.cups.set_hold_default(printer.name, "no-hold")
+                enforced.remove(printer.name)
+
+    def _reconcile_jobs(self) -> None:
+        assert self.cups is not None and self.rules is not None
+        rules = self.rules
+        jobs: dict[str, Any] = self.state["jobs"]
+        live = {j.id: j for j in self.cups.get_jobs()}
+        for job in live.values():
+            known = jobs.get(str(job.id))
+            if known is not None and known.get("created") != job.created:
+                known = None  # cupsd's numbering started over: a different job
+            if known is None:
+                if job.held and queue_selected(job.printer, rules.queues, rules.exempt) \
+                        and rules.holds:
+                    self._new_job(job)
+                continue
+            if known["phase"] == "held" and not job.held:
+                self._released_elsewhere(job, known)
+        now = self.ctx.clock()
+        for key, known in list(jobs.items()):
+            jid = int(key)
+            if known["phase"] != "held":
+                continue
+            if jid not in live:
+                self._gone(jid, known)
+            elif expired(known["seen_at"], now, rules.expire_after) and \
+                    key not in self.state["decisions"]:
+                self._expire(jid, known)
+
+    def _new_job(self, job: Job) -> None:
+        assert self.cups is not None and self.rules is not None
+        try:
+            fmt, data = self.cups.get_document(job.id)
+            doc = describe_document(fmt, data, self.workdir)
+        except CupsUnreachable:
+            raise
+        except IppError as exc:
+            log.warning("cannot read a held job's document", job=job.id, error=str(exc))
+            doc = {"format": "", "size": job.k_octets * 1024, "pages": None,
+                   "pages_source": "unknown", "thumbnail": None,
+                   "thumbnail_placeholder": "unreadable"}
+        seat = self.ctx.config.seat_label
+        details = {"job_id": job.id, "queue": job.printer, "operator": job.user,
+                   "seat": seat, "title": job.title, "origin_host": job.origin_host,
+                   "needs_note": needs_note(doc["pages"], self.rules.note_above_pages),
+                   "expire_after": self.rules.expire_after, **doc}
+        self.record("print.held", "info", details, user=job.user or None, wait=True)
+        self.state["jobs"][str(job.id)] = {
+            "phase": "held", "created": job.created, "seen_at": self.ctx.clock(),
+            "queue": job.printer, "user": job.user, "title": job.title,
+            "pages": doc["pages"]}
+        if auto_release(self.rules, doc["pages"]):
+            self.state["decisions"][str(job.id)] = {
+                "decision": "approve", "by": "policy", "reason": "", "note":
+                f"at most {self.rules.note_above_pages} pages"}
+            self._apply(job.id)
+
+    def _released_elsewhere(self, job: Job, known: dict[str, Any]) -> None:
+        if str(job.id) in self.state["decisions"]:
+            return
+        # Someone released it without an SV: that is the evidence the SV needs.
+        self.record("print.released", "violation",
+                    {"job_id": job.id, "queue": known["queue"], "title": known["title"],
+                     "outcome": "released outside floorguard",
+                     "job_state": job.state}, user=known["user"] or None)
+        known["phase"] = "approved"
+        known["outside"] = True
+
+    def _gone(self, jid: int, known: dict[str, Any]) -> None:
+        assert self.cups is not None
+        job = self.cups.get_job(jid)
+        state = job.state if job else None
+        if state == COMPLETED:
+            self.record("print.released", "violation",
+                        {"job_id": jid, "queue": known["queue"], "title": known["title"],
+                         "outcome": "printed without approval"}, user=known["user"] or None)
+        else:
+            self.record("print.denied", "warning",
+                        {"job_id": jid, "queue": known["queue"], "title": known["title"],
+                         "by": None, "reason": "cancelled outside floorguard",
+                         "job_state": state}, user=known["user"] or None)
+        self._forget(jid)
+
+    def _expire(self, jid: int, known: dict[str, Any]) -> None:
+        assert self.cups is not None and self.rules is not None
+        resp = self.cups.cancel_job(jid)
+        self.record("print.expired", "warning",
+                    {"job_id": jid, "queue": known["queue"], "title": known["title"],
+                     "operator": known["user"], "expire_after": self.rules.expire_after,
+                     "cancelled": resp.status not in (NOT_FOUND, GONE, NOT_POSSIBLE)},
+                    user=known["user"] or None)
+        self._forget(jid)
+
+    def _forget(self, jid: int) -> None:
+        self.state["jobs"].pop(str(jid), None)
+        self.state["decisions"].pop(str(jid), None)
+
+    def _follow_released(self) -> None:
+        assert self.cups is not None
+        for key, known in list(self.state["jobs"].items()):
+            if known["phase"] != "approved":
+                continue
+            job = self.cups.get_job(int(key))
+            if job is not None and job.state < CANCELED:
+                continue
+            outcome = {COMPLETED: "completed", CANCELED: "canceled", ABORTED: "aborted"
+                       }.get(job.state if job else -1, "unknown")
+            if not known.get("outside"):
+                self.record("print.released", "info" if outcome == "completed" else "warning",
+                            {"job_id": int(key), "queue": known["queue"],
+                             "title": known["title"], "outcome": outcome,
+                             "approved_by": known.get("approved_by")},
+                            user=known["user"] or None)
+            self._forget(int(key))
+
+    def _check_server_policy(self) -> None:
+        now = self.ctx.clock()
+        if now - self._misconfig_checked < 30:
+            return
+        self._misconfig_checked = now
+        try:
+            text = Path(self.cupsd_conf).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            problems = [f"cannot read {self.cupsd_conf} to verify cupsd's policy: "
+                        f"{exc.strerror}"]
+        else:
+            policies = {"default"}
+            with contextlib.suppress(IppError):
+                assert self.cups is not None
+                policies = {p.op_policy or "default" for p in self.cups.get_printers()}
+            problems = []
+            for name in sorted(policies):
+                problems += [f"<Policy {name}> {p}" for p in cupsd_policy_problems(text, name)]
+        if problems != self._misconfig:
+            self._misconfig = problems
+            if problems:
+                self.record("print.misconfigured", "violation",
+                            {"cupsd_conf": self.cupsd_conf, "problems": problems},
+                            user=None)
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def decide(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The console's ``print.decide`` command: ``{job_id, decision: approve|deny, by,
+        reason, note}``. The decision is stored before it is carried out, so it survives
+        a restart; it is carried out at once when cupsd is reachable."""
+        problem = _validate_decision(args)
+        if problem:
+            return {"ok": False, "error": problem}
+        jid = int(args["job_id"])
+        key = str(jid)
+        decision = {"decision": args["decision"], "by": str(args["by"]),
+                    "reason": str(args.get("reason") or ""),
+                    "note": str(args.get("note") or "")}
+        with self._lock:
+            try:
+                if key not in self.state["jobs"]:
+                    self._reconcile_jobs()  # a job the SV saw before this pass did
+            except CupsUnreachable:
+                pass
+            known = self.state["jobs"].get(key)
+            if known is None:
+                return self._decision_failed(jid, decision, "the job no longer exists "
+                                             "(printed, cancelled or expired)")
+            if known["phase"] != "held":
+                return {"ok": True, "already": known["phase"]}
+            rules = self.rules
+            if decision["decision"] == "approve" and rules and not decision["note"].strip() \
+                    and needs_note(known.get("pages"), rules.note_above_pages):
+                return self._decision_failed(
+                    jid, decision, f"a job above {rules.note_above_pages} pages (or of "
+                    "unknown length) needs a note with the approval", user=known["user"])
+            self.state["decisions"][key] = decision
+            self._save()
+            try:
+                result = self._apply(jid)
+            except CupsUnreachable:
+                return {"ok": True, "pending": True,
+                        "note": "cupsd is unreachable; the decision is kept and carried "
+                                "out when it is back"}
+            finally:
+                self._save()
+        self._wake.set()
+        return result
+
+    def _decision_failed(self, jid: int, decision: dict[str, Any], why: str,
+                         user: str | None = None) -> dict[str, Any]:
+        self.record("print.decision_failed", "warning",
+                    {"job_id": jid, **decision, "error": why}, user=user)
+        return {"ok": False, "error": why, "final": True}
+
+    def _apply_pending_decisions(self) -> None:
+        for key in list(self.state["decisions"]):
+            known = self.state["jobs"].get(key)
+            if known is None or known["phase"] != "held":
+                self.state["decisions"].pop(key, None)
+                continue
+            self._apply(int(key))
+
+    def _apply(self, jid: int) -> dict[str, Any]:
+        assert self.cups is not None
+        key = str(jid)
+        decision = self.state["decisions"][key]
+        known = self.state["jobs"][key]
+        user = known["user"] or None
+        base = {"job_id": jid, "queue": known["queue"], "title": known["title"],
+                "operator": known["user"], "pages": known.get("pages"),
+                "by": decision["by"]}
+        if decision["decision"] == "approve":
+            resp = self.cups.release_job(jid)
+            if resp.status in (NOT_FOUND, GONE) or (
+                    resp.status == NOT_POSSIBLE and not self._printing(jid)):
+                self._forget(jid)
+                return self._decision_failed(jid, decision, "the job is no longer held "
+                                             "in CUPS", user=user)
+            self.record("print.approved", "info", {**base, "note": decision["note"]},
+                        user=user, wait=True)
+            known["phase"] = "approved"
+            known["approved_by"] = decision["by"]
+            self.state["decisions"].pop(key, None)
+            return {"ok": True, "released": True}
+        resp = self.cups.cancel_job(jid)
+        if resp.status in (NOT_FOUND, GONE, NOT_POSSIBLE):
+            self._forget(jid)
+            return self._decision_failed(jid, decision, "the job no longer exists in CUPS",
+                                         user=user)
+        self.record("print.denied", "info", {**base, "reason": decision["reason"]},
+                    user=user, wait=True)
+        self._forget(jid)
+        return {"ok": True, "cancelled": True}
+
+    def _printing(self, jid: int) -> bool:
+        assert self.cups is not None
+        job = self.cups.get_job(jid)
+        return job is not None and job.state != HELD and job.state < CANCELED
+
+
+def _validate_decision(args: Any) -> str | None:
+    if not isinstance(args, dict):
+        return "print.decide takes an object"
+    jid = args.get("job_id")
+    if isinstance(jid, bool) or not isinstance(jid, int) or jid <= 0:
+        return "job_id must be a positive integer"
+    if args.get("decision") not in ("approve", "deny"):
+        return "decision must be 'approve' or 'deny'"
+    by = args.get("by")
+    if not isinstance(by, str) or not by.strip() or len(by) > 64:
+        return "by must name the deciding SV (1-64 characters)"
+    for key in ("reason", "note"):
+        if args.get(key) is not None and (not isinstance(args[key], str)
+                                          or len(args[key]) > 1000):
+            return f"{key} must be text of at most 1000 characters"
+    return None
+
+
+def tools_missing() -> list[str]:
+    """The poppler tools page counts and thumbnails need (for a clear start-up error)."""
+    return [t for t in ("pdfinfo", "pdftoppm") if shutil.which(t) is None]
