@@ -11,7 +11,7 @@ from floorguard.agent.control import Commands, ControlContext, Operator
 from floorguard.agent.printing import PrintControl
 from floorguard.config import AgentConfig
 from floorguard.policy import parse_policy
-from tests.live import wait_until
+from tests.live import LiveConsole, wait_until
 from tests.print.cupsd import Cupsd
 
 
@@ -126,3 +126,17 @@ def harness(cupsd: Cupsd, tmp_path: Path) -> Iterator[Any]:
     finally:
         for h in made:
             h.stop()
+
+
+@pytest.fixture(scope="module")
+def print_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveConsole]:
+    """One live console per test module (each test feeds its own agent into it): starting
+    a console with its accounts costs seconds."""
+    live = LiveConsole(tmp_path_factory.mktemp("console"))
+    for name, role in (("admin1", "admin"), ("sv1", "sv"), ("aud1", "auditor")):
+        live.add_user(name, role)
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()

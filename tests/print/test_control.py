@@ -135,7 +135,8 @@ def test_a_decision_for_a_job_that_no_longer_exists_is_reported_once(
     h = harness(queue)
     h.start()
     result = h.decide(999_999, "approve")
-    assert result == {"ok": False, "final": True, "error": result["error"]}
+    assert result == {"ok": False, "final": True, "still_held": False,
+                      "error": result["error"]}
     failed = h.recorded.of("print.decision_failed", job_id=999_999)
     assert len(failed) == 1 and failed[0]["details"]["by"] == "sv1"
 

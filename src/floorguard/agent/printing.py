@@ -647,7 +647,8 @@ class PrintControl(Control):
                     and needs_note(known.get("pages"), rules.note_above_pages):
                 return self._decision_failed(
                     jid, decision, f"a job above {rules.note_above_pages} pages (or of "
-                    "unknown length) needs a note with the approval", user=known["user"])
+                    "unknown length) needs a note with the approval", user=known["user"],
+                    held=True)
             self.state["decisions"][key] = decision
             self._save()
             try:
@@ -662,10 +663,13 @@ class PrintControl(Control):
         return result
 
     def _decision_failed(self, jid: int, decision: dict[str, Any], why: str,
-                         user: str | None = None) -> dict[str, Any]:
+                         user: str | None = None, *, held: bool = False) -> dict[str, Any]:
+        """Report a decision that cannot be carried out; ``held`` says the job still waits
+        for another decision (the console offers it again)."""
         self.record("print.decision_failed", "warning",
-                    {"job_id": jid, **decision, "error": why}, user=user)
-        return {"ok": False, "error": why, "final": True}
+                    {"job_id": jid, **decision, "error": why, "still_held": held},
+                    user=user, wait=True)
+        return {"ok": False, "error": why, "final": True, "still_held": held}
 
     def _apply_pending_decisions(self) -> None:
         for key in list(self.state["decisions"]):
