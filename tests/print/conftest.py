@@ -5,13 +5,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from floorguard.agent.control import Commands, ControlContext, Operator
+from floorguard.agent.cups import Cups
 from floorguard.agent.printing import PrintControl
 from floorguard.config import AgentConfig
 from floorguard.policy import parse_policy
-from tests.live import LiveConsole, wait_until
+from tests.live import AgentProcess, LiveConsole, floorguard, wait_until
 from tests.print.cupsd import Cupsd
 
 
@@ -140,3 +142,71 @@ def print_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCons
         yield live
     finally:
         live.stop()
+
+
+def job_state(cupsd: Cupsd, job_id: int) -> int | None:
+    cups = Cups(cupsd.socket)
+    try:
+        job = cups.get_job(job_id)
+        return job.state if job else None
+    finally:
+        cups.close()
+
+
+class Floor:
+    """One agent printing through its own queue, shipping to the module's console."""
+
+    def __init__(self, cupsd: Cupsd, console: LiveConsole, workdir: Path,
+                 expire_after: str = "30m"):
+        self.cupsd = cupsd
+        self.console = console
+        self.queue, self.out = cupsd.add_queue("live")
+        workdir.mkdir(parents=True, exist_ok=True)
+        policy = workdir / "policy.toml"
+        policy.write_text(f'[print]\napproval = "required"\nqueues = ["{self.queue}"]\n'
+                          f'expire_after = "{expire_after}"\ncheck_interval = "300ms"\n')
+        self.agent = AgentProcess(workdir, policy, console_url=console.url, seat="T-12",
+                                  env={"FLOORGUARD_CUPS_SERVER": cupsd.socket,
+                                       "FLOORGUARD_CUPS_SPOOL": cupsd.spool,
+                                       "FLOORGUARD_CUPS_CONF": str(cupsd.conf)})
+        # "--code=" because a code may start with "-"
+        res = floorguard("enroll", "--console", console.url,
+                         f"--code={console.enroll_code()}", env=self.agent.env)
+        assert res.returncode == 0, res.stderr
+        self.agent_id = (self.agent.state_dir / "agent_id").read_text().strip()
+
+    def start(self, count: int = 1) -> None:
+        """Start the agent and wait until it holds the queue (a job printed before that
+        would not be held)."""
+        self.agent.start()
+        self.agent.wait_for("agent.started", count=count, timeout=30)
+        self.agent.wait_for("print.hold_restored", queue=self.queue, timeout=30)
+
+    def console_job(self, sv: httpx.Client, job_id: int) -> dict[str, Any] | None:
+        jobs = sv.get("/api/v1/print/jobs", params={"state": "all"}).json()
+        mine = [j for j in jobs if j["job_id"] == job_id and j["agent"] == self.agent_id]
+        return mine[0] if mine else None
+
+    def wait_console_state(self, sv: httpx.Client, job_id: int, state: str,
+                           timeout: float = 20) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.console_job(sv, job_id)
+            return job if job and job["state"] == state else None
+
+        return dict(wait_until(reached, timeout, 0.1, f"job {job_id} {state} in the console"))
+
+
+@pytest.fixture
+def floor(cupsd: Cupsd, print_console: LiveConsole, tmp_path: Path) -> Iterator[Any]:
+    made: list[Floor] = []
+
+    def make(**kw: Any) -> Floor:
+        f = Floor(cupsd, print_console, tmp_path / f"agent{len(made)}", **kw)
+        made.append(f)
+        return f
+
+    try:
+        yield make
+    finally:
+        for f in made:
+            f.agent.stop()

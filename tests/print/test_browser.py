@@ -1,0 +1,74 @@
+"""In a real browser (Debian's Chromium): the SV sees the held page and approves it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floorguard.agent.cups import HELD
+from floorguard.console import commands
+from floorguard.console.db import open_store
+from tests.live import PASSWORD, LiveConsole, wait_until
+from tests.print.conftest import job_state
+from tests.print.cupsd import Cupsd
+
+CHROMIUM = "/usr/lib/chromium/chromium"
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        raise AssertionError(f"{CHROMIUM} is missing: install Debian's chromium package "
+                             "(scripts/setup.sh does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--headless", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"])
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def test_an_sv_sees_the_thumbnail_and_approves_in_one_click(
+        page: Any, floor: Any, cupsd: Cupsd, print_console: LiveConsole, pdf3: Path) -> None:
+    f = floor()
+    f.start()
+    job = cupsd.submit(f.queue, pdf3, user="alice", title="Browser approval")
+    f.wait_console_state(print_console.login("sv1"), job, "held")
+
+    page.goto(print_console.url + "/login")
+    page.fill("input[name=username]", "sv1")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(print_console.url + "/print")
+    row = page.locator(f'tr.print-job[data-agent="{f.agent_id}"][data-job="{job}"]')
+    assert row.count() == 1
+    assert "Browser approval" in row.inner_text() and "alice" in row.inner_text()
+    assert row.locator("td.pages").inner_text().strip() == "3"
+    img = row.locator("td.thumb img")
+    wait_until(lambda: img.evaluate("i => i.complete && i.naturalWidth > 0"), 10, 0.05,
+               "the thumbnail to load")
+    assert img.evaluate("i => i.naturalWidth") > 20
+
+    row.locator("form.approve button").click()
+    page.wait_for_url("**/print")
+    row = page.locator(f'tr.print-job[data-agent="{f.agent_id}"][data-job="{job}"]')
+    assert "Approved by sv1" in row.inner_text()
+    engine = open_store(print_console.db_url)
+    try:
+        with engine.connect() as conn:
+            queued = commands.pending(conn, f.agent_id)
+    finally:
+        engine.dispose()
+    assert [(c["name"], c["args"]["job_id"], c["args"]["decision"]) for c in queued] == [
+        ("print.decide", job, "approve")]
+    assert job_state(cupsd, job) == HELD and not f.out.exists()  # until the agent acts
