@@ -307,3 +307,39 @@ def test_a_cupsd_policy_that_lets_owners_release_is_reported(
     problems = " ".join(mis[0]["details"]["problems"])
     assert "Release-Job" in problems and "Cancel-Job" in problems
     assert "Set-Job-Attributes" in problems
+
+
+def test_a_job_that_asks_not_to_be_held_is_cancelled_as_a_violation(
+        cupsd: Cupsd, harness: Any, pdf3: Path) -> None:
+    queue, _ = cupsd.add_queue()
+    h = harness(queue)
+    h.start()
+    res = cupsd.run("lp", "-d", queue, "-U", "mallory", "-o", "job-hold-until=no-hold",
+                    str(pdf3))
+    job = int(res.stdout.split("request id is ", 1)[1].split()[0].rsplit("-", 1)[1])
+    event = h.recorded.wait_for("print.denied", job_id=job)
+    assert event["severity"] == "violation" and event["details"]["by"] == "policy"
+    assert event["user"] == "mallory"
+    # cupsd lets any client ask for no-hold; the agent cancels as soon as it sees the job,
+    # and says so honestly when the printer was faster.
+    if event["details"]["printed"]:
+        assert job_state(cupsd, job) == COMPLETED
+    else:
+        assert event["details"]["cancelled"] is True
+        assert job_state(cupsd, job) == CANCELED
+    assert not h.recorded.of("print.held", job_id=job)
+
+
+def test_jobs_already_queued_when_the_agent_first_starts_are_left_alone(
+        cupsd: Cupsd, harness: Any, pdf1: Path) -> None:
+    queue, _ = cupsd.add_queue()
+    cupsd.run("cupsdisable", queue)  # a stopped printer keeps the job pending
+    try:
+        job = cupsd.submit(queue, pdf1)
+        h = harness(queue)
+        control = h.start()
+        control.reconcile()
+        assert job_state(cupsd, job) == 3  # pending, not cancelled
+        assert not h.recorded.of("print.denied", job_id=job)
+    finally:
+        cupsd.run("cupsenable", queue)

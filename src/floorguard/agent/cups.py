@@ -416,10 +416,16 @@ class Cups:
 
     # -- operations ------------------------------------------------------------------------
 
-    def get_jobs(self, which: str = "not-completed") -> list[Job]:
-        resp = self.call(GET_JOBS, [("printer-uri", URI, self._uri("/")),
-                                    ("which-jobs", KEYWORD, which),
-                                    ("requested-attributes", KEYWORD, JOB_ATTRIBUTES)])
+    def get_jobs(self, which: str = "not-completed", first_job_id: int | None = None
+                 ) -> list[Job]:
+        """Jobs of every queue; ``which="all"`` with ``first_job_id`` also lists those
+        that finished since (CUPS extension), so nothing slips by between two looks."""
+        attrs: list[tuple[str, int, Any]] = [
+            ("printer-uri", URI, self._uri("/")), ("which-jobs", KEYWORD, which),
+            ("requested-attributes", KEYWORD, JOB_ATTRIBUTES)]
+        if first_job_id is not None:
+            attrs.append(("first-job-id", INTEGER, first_job_id))
+        resp = self.call(GET_JOBS, attrs)
         return [job_from_attrs(a) for a in resp.of(JOB_GROUP)]
 
     def get_job(self, job_id: int) -> Job | None:

@@ -483,17 +483,33 @@ class PrintControl(Control):
         rules = self.rules
         jobs: dict[str, Any] = self.state["jobs"]
         live = {j.id: j for j in self.cups.get_jobs()}
-        for job in live.values():
+        last = self.state.get("last_job_id")
+        if not isinstance(last, int):
+            # First look at this cupsd: jobs already queued, printing or printed predate
+            # the hold; only later ones are judged.
+            last = max((j.id for j in self.cups.get_jobs("all")), default=0)
+            self.state["last_job_id"] = last
+        newer = {j.id: j for j in self.cups.get_jobs("all", first_job_id=last + 1)}
+        for job in sorted({**newer, **live}.values(), key=lambda j: j.id):
             known = jobs.get(str(job.id))
             if known is not None and known.get("created") != job.created:
                 known = None  # cupsd's numbering started over: a different job
+            selected = rules.holds and queue_selected(job.printer, rules.queues,
+                                                      rules.exempt)
             if known is None:
-                if job.held and queue_selected(job.printer, rules.queues, rules.exempt) \
-                        and rules.holds:
+                if selected and job.held:
                     self._new_job(job)
-                continue
-            if known["phase"] == "held" and not job.held:
+                elif selected and job.id > last and job.state < CANCELED:
+                    self._bypass(job)
+                elif selected and job.id > last and job.state == COMPLETED:
+                    self.record("print.released", "violation",
+                                {"job_id": job.id, "queue": job.printer,
+                                 "title": job.title, "operator": job.user,
+                                 "outcome": "printed without approval: the job asked not "
+                                            "to be held"}, user=job.user or None)
+            elif known["phase"] == "held" and not job.held:
                 self._released_elsewhere(job, known)
+        self.state["last_job_id"] = max([last, *newer, *live])
         now = self.ctx.clock()
         for key, known in list(jobs.items()):
             jid = int(key)
@@ -532,6 +548,23 @@ class PrintControl(Control):
                 "decision": "approve", "by": "policy", "reason": "", "note":
                 f"at most {self.rules.note_above_pages} pages"}
             self._apply(job.id)
+
+    def _bypass(self, job: Job) -> None:
+        """A new job on a held queue that is not held: its client asked for
+        ``job-hold-until=no-hold``, which cupsd lets any client do. Cancel it at once."""
+        assert self.cups is not None
+        resp = self.cups.cancel_job(job.id)
+        cancelled = resp.status not in (NOT_FOUND, GONE, NOT_POSSIBLE)
+        after = self.cups.get_job(job.id)
+        printed = after is not None and after.state == COMPLETED
+        self.record("print.denied", "violation",
+                    {"job_id": job.id, "queue": job.printer, "title": job.title,
+                     "operator": job.user, "by": "policy", "cancelled": cancelled,
+                     "printed": printed,
+                     "reason": "the job asked not to be held (job-hold-until), bypassing "
+                               "approval; it was cancelled" if not printed else
+                               "the job asked not to be held and printed before it could "
+                               "be cancelled"}, user=job.user or None)
 
     def _released_elsewhere(self, job: Job, known: dict[str, Any]) -> None:
         if str(job.id) in self.state["decisions"]:
