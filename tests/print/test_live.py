@@ -88,3 +88,23 @@ def test_resetting_the_hold_behind_the_agents_back_is_a_violation(
         assert cups.get_printer(f.queue).hold_default == "indefinite"
     finally:
         cups.close()
+
+
+def test_an_operator_cannot_resume_their_own_held_job(
+        floor: Any, cupsd: Cupsd, print_console: LiveConsole, pdf1: Path) -> None:
+    f = floor()
+    f.start()
+    as_operator = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+    res = cupsd.run(*as_operator, "lp", "-d", f.queue, "-t", "my own", str(pdf1))
+    job = int(res.stdout.split("request id is ", 1)[1].split()[0].rsplit("-", 1)[1])
+    held = f.agent.wait_for("print.held", job_id=job)[0]
+    assert held["user"] == "nobody"
+    resume = cupsd.run(*as_operator, "lp", "-i", str(job), "-H", "resume", check=False)
+    assert resume.returncode != 0 and "Forbidden" in resume.stdout + resume.stderr
+    alter = cupsd.run(*as_operator, "lp", "-i", str(job), "-H", "immediate", check=False)
+    assert alter.returncode != 0
+    assert cupsd.run(*as_operator, "cancel", str(job), check=False).returncode != 0
+    row = f.wait_console_state(print_console.login("sv1"), job, "held")
+    assert row["operator"] == "nobody"
+    assert job_state(cupsd, job) == HELD and not f.out.exists()
+    assert not [e for e in f.agent.events() if e["kind"] == "print.misconfigured"]
