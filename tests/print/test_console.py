@@ -49,7 +49,7 @@ def job_row(console: LiveConsole, agent: str, job_id: int) -> Any:
 
 def test_an_sv_sees_the_held_job_with_its_thumbnail(
         console: LiveConsole, tmp_path: Path, pdf1: Path) -> None:
-    doc = describe_document("application/pdf", pdf1.read_bytes(), tmp_path)
+    doc = describe_document("application/pdf", pdf1.read_bytes())
     feed = AgentFeed(console)
     feed.emit("print.held", held(41, thumbnail=doc["thumbnail"], title="Renewal form"))
     sv = console.login("sv1")

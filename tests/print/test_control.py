@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -343,3 +344,29 @@ def test_jobs_already_queued_when_the_agent_first_starts_are_left_alone(
         assert not h.recorded.of("print.denied", job_id=job)
     finally:
         cupsd.run("cupsenable", queue)
+
+
+def test_a_corrupt_state_file_is_set_aside_and_nothing_is_released(
+        cupsd: Cupsd, harness: Any, pdf1: Path) -> None:
+    queue, out = cupsd.add_queue()
+    h = harness(queue)
+    h.state_dir.mkdir(parents=True)
+    (h.state_dir / "print-state.json").write_text("{not json")
+    h.start()
+    job = cupsd.submit(queue, pdf1)
+    h.recorded.wait_for("print.held", job_id=job)
+    assert (h.state_dir / "print-state.unreadable").read_text() == "{not json"
+    assert json.loads((h.state_dir / "print-state.json").read_text())["jobs"][str(job)][
+        "phase"] == "held"
+    assert job_state(cupsd, job) == HELD and not out.exists()
+
+
+def test_document_tools_run_without_privileges() -> None:
+    from floorguard.agent import printing
+
+    cmd = printing._sandboxed(["pdfinfo", "-"])
+    assert cmd[-2:] == ["pdfinfo", "-"]
+    assert "--reuid" in cmd and cmd[cmd.index("--reuid") + 1] == "nobody"
+    who = subprocess.run(printing._sandboxed(["id", "-un"]), capture_output=True, text=True,
+                         check=True)
+    assert who.stdout.strip() == "nobody"

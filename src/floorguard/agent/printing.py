@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -205,23 +204,59 @@ def cupsd_policy_problems(text: str, policy_name: str = "default") -> list[str]:
 # --- the OS side of documents -------------------------------------------------------------
 
 
-def describe_document(fmt: str, data: bytes, workdir: Path) -> dict[str, Any]:
+_DROP = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+         "--no-new-privs", "--"]
+_can_drop: bool | None = None
+
+
+def _drop_privileges() -> bool:
+    """Whether tools can be run as ``nobody`` here (root with CAP_SETUID/CAP_SETGID)."""
+    global _can_drop
+    if _can_drop is None:
+        _can_drop = False
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            try:
+                subprocess.run([*_DROP, "true"], capture_output=True, timeout=10,
+                               check=True)
+                _can_drop = True
+            except (OSError, subprocess.SubprocessError):
+                log.warning("cannot run document tools as nobody (CAP_SETUID/CAP_SETGID "
+                            "missing?); they run with the agent's rights")
+    return _can_drop
+
+
+def _sandboxed(args: list[str]) -> list[str]:
+    """Documents come from operators: parse them with no privileges and bounded memory and
+    CPU (``prlimit``), as ``nobody`` when the agent runs as root (``setpriv``)."""
+    cmd = list(args)
+    if _drop_privileges():
+        cmd = [*_DROP, *cmd]
+    if shutil.which("prlimit"):
+        cmd = ["prlimit", f"--as={1 << 30}", "--cpu=20", "--", *cmd]
+    return cmd
+
+
+def _tool(args: list[str], data: bytes) -> bytes:
+    """Run a poppler tool on ``data`` through stdin/stdout: the document never touches
+    the disk in a place another user could read."""
+    done = subprocess.run(_sandboxed(args), input=data, capture_output=True,
+                          timeout=TOOL_TIMEOUT, check=True)
+    return done.stdout
+
+
+def describe_document(fmt: str, data: bytes) -> dict[str, Any]:
     """Page count and first-page thumbnail of a spooled document, as event details."""
     out: dict[str, Any] = {"format": fmt, "size": len(data), "pages": None,
                            "pages_source": "unknown", "thumbnail": None,
                            "thumbnail_placeholder": None}
     if fmt == "application/pdf" or data.startswith(b"%PDF-"):
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            pdf = Path(tmp) / "doc.pdf"
-            pdf.write_bytes(data)
-            try:
-                info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True,
-                                      timeout=TOOL_TIMEOUT, check=True)
-                out["pages"] = parse_pdfinfo_pages(info.stdout)
-                out["pages_source"] = "pdfinfo"
-            except (OSError, subprocess.SubprocessError, ValueError) as exc:
-                log.warning("pdfinfo could not read a held job", error=str(exc))
-            out.update(_thumbnail(pdf))
+        try:
+            info = _tool(["pdfinfo", "-"], data).decode("utf-8", "replace")
+            out["pages"] = parse_pdfinfo_pages(info)
+            out["pages_source"] = "pdfinfo"
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            log.warning("pdfinfo could not read a held job", error=str(exc))
+        out.update(_thumbnail(data))
     elif fmt.startswith("text/"):
         out["pages"] = text_pages(data)
         out["pages_source"] = "estimated"
@@ -235,13 +270,10 @@ def describe_document(fmt: str, data: bytes, workdir: Path) -> dict[str, Any]:
     return out
 
 
-def _thumbnail(pdf: Path) -> dict[str, Any]:
-    prefix = pdf.with_name("thumb")
+def _thumbnail(pdf: bytes) -> dict[str, Any]:
     try:
-        subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", "-singlefile",
-                        str(pdf), str(prefix)], capture_output=True, timeout=TOOL_TIMEOUT,
-                       check=True)
-        png = prefix.with_suffix(".png").read_bytes()
+        png = _tool(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", "-singlefile",
+                     "-"], pdf)
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("pdftoppm could not render a held job", error=str(exc))
         return {"thumbnail_placeholder": "render_failed"}
@@ -312,7 +344,6 @@ class PrintControl(Control):
         self.rules: PrintRules | None = None
         self.store = StateFile(Path(ctx.config.state_dir) / STATE_FILE)
         self.state: dict[str, Any] = {}
-        self.workdir = Path(ctx.config.state_dir) / "print-work"
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -334,7 +365,7 @@ class PrintControl(Control):
             self.cups.get_printers()
         except CupsUnreachable as exc:
             raise ControlUnavailable(str(exc)) from exc
-        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if tools_missing():
             log.error("poppler tools missing: page counts and thumbnails of PDF jobs will "
                       "be unknown; install poppler-utils", missing=tools_missing())
@@ -525,7 +556,7 @@ class PrintControl(Control):
         assert self.cups is not None and self.rules is not None
         try:
             fmt, data = self.cups.get_document(job.id)
-            doc = describe_document(fmt, data, self.workdir)
+            doc = describe_document(fmt, data)
         except CupsUnreachable:
             raise
         except IppError as exc:
