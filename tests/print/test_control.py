@@ -356,8 +356,11 @@ def test_a_corrupt_state_file_is_set_aside_and_nothing_is_released(
     job = cupsd.submit(queue, pdf1)
     h.recorded.wait_for("print.held", job_id=job)
     assert (h.state_dir / "print-state.unreadable").read_text() == "{not json"
-    assert json.loads((h.state_dir / "print-state.json").read_text())["jobs"][str(job)][
-        "phase"] == "held"
+    def saved() -> bool:
+        state = json.loads((h.state_dir / "print-state.json").read_text())
+        return state["jobs"].get(str(job), {}).get("phase") == "held"
+
+    wait_until(saved, 10, 0.02, "the job in the new state file")
     assert job_state(cupsd, job) == HELD and not out.exists()
 
 
