@@ -71,7 +71,7 @@ class Recorded:
             return [e for e in self.events if e["kind"] == kind and all(
                 e["details"].get(k) == v for k, v in details.items())]
 
-    def wait_for(self, kind: str, timeout: float = 10.0, **details: Any
+    def wait_for(self, kind: str, timeout: float = 30.0, **details: Any
                  ) -> dict[str, Any]:
         return dict(wait_until(lambda: (self.of(kind, **details) or [None])[0], timeout,
                                0.02, f"{kind} {details}"))
@@ -175,6 +175,11 @@ class Floor:
         assert res.returncode == 0, res.stderr
         self.agent_id = (self.agent.state_dir / "agent_id").read_text().strip()
 
+    def wait_for(self, kind: str, timeout: float = 30.0, count: int = 1, **details: Any
+                 ) -> list[dict[str, Any]]:
+        """The agent's events of a kind; the timeout is generous for a loaded machine."""
+        return self.agent.wait_for(kind, timeout=timeout, count=count, **details)
+
     def start(self, count: int = 1) -> None:
         """Start the agent and wait until it holds the queue (a job printed before that
         would not be held)."""
@@ -188,7 +193,7 @@ class Floor:
         return mine[0] if mine else None
 
     def wait_console_state(self, sv: httpx.Client, job_id: int, state: str,
-                           timeout: float = 20) -> dict[str, Any]:
+                           timeout: float = 30) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             job = self.console_job(sv, job_id)
             return job if job and job["state"] == state else None

@@ -231,7 +231,7 @@ def test_the_spool_watch_notices_new_jobs_without_polling(
     control = h.start()
     assert control.watching is True
     job = cupsd.submit(queue, pdf1)
-    h.recorded.wait_for("print.held", timeout=5, job_id=job)
+    h.recorded.wait_for("print.held", job_id=job)  # the 1 h poll would never find it
 
 
 def test_known_jobs_and_decisions_survive_an_agent_restart(

@@ -16,7 +16,7 @@ def test_held_job_reaches_the_console_page_through_the_agent(
     f = floor()
     f.start()
     job = cupsd.submit(f.queue, pdf3, user="alice", title="Policy schedule")
-    held = f.agent.wait_for("print.held", job_id=job)[0]
+    held = f.wait_for("print.held", job_id=job)[0]
     assert held["user"] == "alice" and held["seat"] == "T-12"
     assert held["details"]["pages"] == 3
     sv = print_console.login("sv1")
@@ -34,7 +34,7 @@ def test_with_the_console_down_jobs_stay_held_and_arrive_when_it_is_back(
     try:
         f.start()
         job = cupsd.submit(f.queue, pdf1, title="Offline job")
-        f.agent.wait_for("print.held", job_id=job)
+        f.wait_for("print.held", job_id=job)
         assert job_state(cupsd, job) == HELD
     finally:
         print_console.start()
@@ -48,7 +48,7 @@ def test_an_undecided_job_expires_and_prints_nothing(
     f = floor(expire_after="2s")
     f.start()
     job = cupsd.submit(f.queue, pdf1)
-    f.agent.wait_for("print.expired", job_id=job)
+    f.wait_for("print.expired", job_id=job)
     assert job_state(cupsd, job) == CANCELED and not f.out.exists()
     f.wait_console_state(print_console.login("sv1"), job, "expired")
 
@@ -58,17 +58,17 @@ def test_restarts_of_the_agent_and_cupsd_keep_jobs_held_and_reported_once(
     f = floor()
     f.start()
     first = cupsd.submit(f.queue, pdf1, title="before restarts")
-    f.agent.wait_for("print.held", job_id=first)
+    f.wait_for("print.held", job_id=first)
     assert f.agent.stop() == 0
     cupsd.restart()
     assert job_state(cupsd, first) == HELD
     f.agent.start()
-    f.agent.wait_for("agent.started", count=2, timeout=30)
+    f.wait_for("agent.started", count=2)
     second = cupsd.submit(f.queue, pdf1, title="after restarts")
-    f.agent.wait_for("print.held", job_id=second)
+    f.wait_for("print.held", job_id=second)
     cupsd.restart()  # and once more while the agent runs
     third = cupsd.submit(f.queue, pdf1, title="after a cupsd restart")
-    f.agent.wait_for("print.held", job_id=third)
+    f.wait_for("print.held", job_id=third)
     held = [e for e in f.agent.events() if e["kind"] == "print.held"
             and e["details"]["job_id"] == first]
     assert len(held) == 1
@@ -81,7 +81,7 @@ def test_resetting_the_hold_behind_the_agents_back_is_a_violation(
     f = floor()
     f.start()
     cupsd.run("lpadmin", "-p", f.queue, "-o", "job-hold-until-default=no-hold")
-    hits = f.agent.wait_for("print.hold_restored", count=2, queue=f.queue)
+    hits = f.wait_for("print.hold_restored", count=2, queue=f.queue)
     assert hits[-1]["severity"] == "violation" and hits[-1]["details"]["found"] == "no-hold"
     cups = Cups(cupsd.socket)
     try:
@@ -97,7 +97,7 @@ def test_an_operator_cannot_resume_their_own_held_job(
     as_operator = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
     res = cupsd.run(*as_operator, "lp", "-d", f.queue, "-t", "my own", str(pdf1))
     job = int(res.stdout.split("request id is ", 1)[1].split()[0].rsplit("-", 1)[1])
-    held = f.agent.wait_for("print.held", job_id=job)[0]
+    held = f.wait_for("print.held", job_id=job)[0]
     assert held["user"] == "nobody"
     resume = cupsd.run(*as_operator, "lp", "-i", str(job), "-H", "resume", check=False)
     assert resume.returncode != 0 and "Forbidden" in resume.stdout + resume.stderr
