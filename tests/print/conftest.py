@@ -97,10 +97,10 @@ class Harness:
             f'expire_after = "10m"\ncheck_interval = "200ms"\n{extra}'), "test.toml")
         self.control: PrintControl | None = None
 
-    def start(self) -> PrintControl:
+    def start(self, cups: Cups | None = None) -> PrintControl:
         ctx = ControlContext(config=self.config, record=self.recorded,
                              commands=self.commands, operator=Operator(), clock=self.clock)
-        self.control = PrintControl(ctx)
+        self.control = PrintControl(ctx, cups=cups)
         self.control.start(self.policy)
         return self.control
 

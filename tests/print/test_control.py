@@ -373,3 +373,21 @@ def test_document_tools_run_without_privileges() -> None:
     who = subprocess.run(printing._sandboxed(["id", "-un"]), capture_output=True, text=True,
                          check=True)
     assert who.stdout.strip() == "nobody"
+
+
+def test_cupsd_refusing_the_agent_leaves_jobs_held_and_is_reported(
+        cupsd: Cupsd, harness: Any, pdf1: Path) -> None:
+    queue, out = cupsd.add_queue(hold="indefinite")
+    h = harness(queue)
+    # The agent's IPP user is not in cupsd's SystemGroup: every protected operation fails.
+    h.start(cups=Cups(cupsd.socket, user="nobody"))
+    job = cupsd.submit(queue, pdf1)
+    held = h.recorded.wait_for("print.held", job_id=job)
+    assert held["details"]["thumbnail_placeholder"] == "unreadable"
+    result = h.decide(job, "approve")
+    assert result["ok"] is False and result["still_held"] is True
+    failed = h.recorded.of("print.decision_failed", job_id=job)
+    assert failed and "401" in failed[0]["details"]["error"]
+    assert job_state(cupsd, job) == HELD and not out.exists()
+    second = cupsd.submit(queue, pdf1)  # reconciling goes on
+    h.recorded.wait_for("print.held", job_id=second)

@@ -467,10 +467,17 @@ class PrintControl(Control):
         assert self.cups is not None
         with self._lock:
             try:
-                self._reconcile_queues()
-                self._apply_pending_decisions()
-                self._reconcile_jobs()
-                self._follow_released()
+                # Each step on its own: cupsd refusing one operation (a queue it will not
+                # modify, say) must not stop new jobs from being seen.
+                for step in (self._reconcile_queues, self._apply_pending_decisions,
+                             self._reconcile_jobs, self._follow_released):
+                    try:
+                        step()
+                    except CupsUnreachable:
+                        raise
+                    except IppError as exc:
+                        log.error("cupsd refused a print reconcile step",
+                                  step=step.__name__, error=str(exc))
                 self.cups_ok = True
             except CupsUnreachable as exc:
                 if self.cups_ok:
@@ -721,6 +728,12 @@ class PrintControl(Control):
                 return {"ok": True, "pending": True,
                         "note": "cupsd is unreachable; the decision is kept and carried "
                                 "out when it is back"}
+            except IppError as exc:
+                # cupsd refused (e.g. the agent's user is not in its SystemGroup): the
+                # job stays held and the SV can decide again once that is fixed.
+                self.state["decisions"].pop(key, None)
+                return self._decision_failed(jid, decision, str(exc), user=known["user"],
+                                             held=True)
             finally:
                 self._save()
         self._wake.set()
@@ -741,7 +754,14 @@ class PrintControl(Control):
             if known is None or known["phase"] != "held":
                 self.state["decisions"].pop(key, None)
                 continue
-            self._apply(int(key))
+            try:
+                self._apply(int(key))
+            except CupsUnreachable:
+                raise
+            except IppError as exc:
+                decision = self.state["decisions"].pop(key)
+                self._decision_failed(int(key), decision, str(exc),
+                                      user=known["user"] or None, held=True)
 
     def _apply(self, jid: int) -> dict[str, Any]:
         assert self.cups is not None
