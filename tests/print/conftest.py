@@ -13,7 +13,7 @@ from floorguard.agent.cups import Cups
 from floorguard.agent.printing import PrintControl
 from floorguard.config import AgentConfig
 from floorguard.policy import parse_policy
-from tests.live import AgentProcess, LiveConsole, floorguard, wait_until
+from tests.live import AgentProcess, LiveConsole, wait_until
 from tests.print.cupsd import Cupsd
 
 
@@ -169,9 +169,7 @@ class Floor:
                                   env={"FLOORGUARD_CUPS_SERVER": cupsd.socket,
                                        "FLOORGUARD_CUPS_SPOOL": cupsd.spool,
                                        "FLOORGUARD_CUPS_CONF": str(cupsd.conf)})
-        # "--code=" because a code may start with "-"
-        res = floorguard("enroll", "--console", console.url,
-                         f"--code={console.enroll_code()}", env=self.agent.env)
+        res = self.agent.enroll(console.url, console.enroll_code())
         assert res.returncode == 0, res.stderr
         self.agent_id = (self.agent.state_dir / "agent_id").read_text().strip()
 

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from floorguard.agent.cups import HELD
-from floorguard.console import commands
-from floorguard.console.db import open_store
+from floorguard.agent.cups import COMPLETED
 from tests.live import PASSWORD, LiveConsole, wait_until
 from tests.print.conftest import job_state
 from tests.print.cupsd import Cupsd
@@ -38,7 +36,7 @@ def page() -> Iterator[Any]:
             browser.close()
 
 
-def test_an_sv_sees_the_thumbnail_and_approves_in_one_click(
+def test_an_sv_sees_the_thumbnail_approves_and_the_job_prints(
         page: Any, floor: Any, cupsd: Cupsd, print_console: LiveConsole, pdf3: Path) -> None:
     f = floor()
     f.start()
@@ -61,14 +59,13 @@ def test_an_sv_sees_the_thumbnail_and_approves_in_one_click(
 
     row.locator("form.approve button").click()
     page.wait_for_url("**/print")
-    row = page.locator(f'tr.print-job[data-agent="{f.agent_id}"][data-job="{job}"]')
-    assert "Approved by sv1" in row.inner_text()
-    engine = open_store(print_console.db_url)
-    try:
-        with engine.connect() as conn:
-            queued = commands.pending(conn, f.agent_id)
-    finally:
-        engine.dispose()
-    assert [(c["name"], c["args"]["job_id"], c["args"]["decision"]) for c in queued] == [
-        ("print.decide", job, "approve")]
-    assert job_state(cupsd, job) == HELD and not f.out.exists()  # until the agent acts
+    f.wait_for("print.released", job_id=job)
+    assert job_state(cupsd, job) == COMPLETED and f.out.exists()
+
+    def shown_released() -> bool:
+        page.reload()
+        done = page.locator(f'table.print-recent tr[data-agent="{f.agent_id}"]'
+                            f'[data-job="{job}"] td.state')
+        return done.count() == 1 and "released" in done.inner_text()
+
+    wait_until(shown_released, 20, 0.2, "the page to show the job released")
