@@ -179,7 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--db", help="console database URL (default as for 'console')")
     d.add_argument("--floor", help="only this floor (default: every floor)")
     d.add_argument("--lang", choices=["en", "ja"], default="en")
+    d.add_argument("--deep", action="store_true",
+                   help="re-hash the day's stored records (slower) instead of relying on "
+                        "the chain checks made at ingest")
     d.set_defaults(func=_cmd_report)
+    rv = rsub.add_parser("verify", help="check a report file's SHA-256 against the archive")
+    rv.add_argument("file", metavar="FILE")
+    rv.add_argument("--db", help="console database URL (default as for 'console')")
+    rv.set_defaults(func=_cmd_report)
 
     n = sub.add_parser("enroll", help="register this agent with a console")
     n.add_argument("--console", required=True, metavar="URL")

@@ -56,7 +56,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.state.templates = make_templates()
     app.state.translations = {"en": gettext.NullTranslations()}
 
-    from . import api, fleet, link_api, printing, web
+    from . import api, fleet, link_api, printing, reports, web
 
     app.include_router(api.router)
     default_openapi = app.openapi
@@ -73,6 +73,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.include_router(fleet.router)
     link_api.install(app)
     printing.install(app)
+    reports.install(app)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(LoginRequired)

@@ -45,8 +45,10 @@ def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -
     """Insert a validated batch for one agent (sorted by seq); return the new
     acknowledgement.
 
-    Returns ``{"acked": N, "stored": K, "conflicts": [seq, ...]}`` where conflicts are
-    seqs already stored with a different hash (evidence was rewritten at the agent).
+    Returns ``{"acked": N, "stored": K, "inserted": [seq, ...], "conflicts": [seq, ...]}``
+    where inserted are the seqs this batch newly stored (for rollups kept by ingest hooks)
+    and conflicts are seqs already stored with a different hash (evidence was rewritten
+    at the agent).
     """
     received = now_us()
     rows = []
@@ -56,18 +58,24 @@ def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -
         rows.append(row)
     stored = _insert_ignore(conn, rows) if rows else 0
     conflicts: list[int] = []
+    inserted = [r["seq"] for r in rows]
     if stored < len(rows):
         # Some were here already (a resent batch): the insert kept the first copy; a
-        # different hash under the same seq is evidence of a rewrite at the agent.
+        # different hash under the same seq is evidence of a rewrite at the agent. The
+        # rows this request stored carry its receive time.
         incoming = {e["seq"]: e["hash"] for e in batch}
-        for seq, h in conn.execute(
-            sa.select(events.c.seq, events.c.hash).where(
+        inserted = []
+        for seq, h, got_us in conn.execute(
+            sa.select(events.c.seq, events.c.hash, events.c.received_us).where(
                 events.c.agent == agent_id, events.c.seq.in_(list(incoming)))
         ):
             if incoming[int(seq)] != h:
                 conflicts.append(int(seq))
+            elif got_us == received:
+                inserted.append(int(seq))
     acked = advance_ack(conn, agent_id, batch if not conflicts else ())
-    return {"acked": acked, "stored": stored, "conflicts": sorted(conflicts)}
+    return {"acked": acked, "stored": stored, "inserted": sorted(inserted),
+            "conflicts": sorted(conflicts)}
 
 
 def advance_ack(conn: Connection, agent_id: str,

@@ -1,0 +1,504 @@
+"""Building the daily compliance summary of one floor: plain data, one dict per floor.
+
+Counts come from the rollups kept at ingest (``rollup.py``); the lists (violations,
+prints, policy loads, silences, chain breaks) from indexed range queries over the events
+of the rarer kinds. Nothing here scans the day's events.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ... import __version__
+from ...events import FIELDS, GENESIS, record_hash
+from ..schema import agents, events
+from . import sources
+from .mapping import load_mapping
+from .rollup import USB_RECOGNITIONS, is_device_rule
+from .store import report_counts, report_slots
+
+SCHEMA_ID = "floorguard.report.daily/1"
+HOUR_US = 3600 * 1_000_000
+
+# The per-operator and per-seat tables count these kinds, one column each.
+KEY_KINDS = ("usb.blocked", "usb.allowed", "idle.locked", "idle.lock_failed", "print.held",
+             "print.approved", "print.denied", "print.expired", "files.flagged",
+             "processes.flagged", "processes.killed", "network.flagged")
+PRINT_KINDS = ("print.held", "print.approved", "print.denied", "print.expired")
+LIST_KINDS = ("usb.allowed", "idle.lock_failed", *PRINT_KINDS, "agent.policy_loaded",
+              "agent.control_unavailable", "agent.chain_broken", "floor.sv_ratio_exceeded")
+SILENCE_KINDS = ("agent.silent", "agent.recovered")
+SILENCE_LOOKBACK_US = 7 * 24 * HOUR_US
+
+
+@dataclass(frozen=True)
+class Window:
+    day: date
+    tz: ZoneInfo
+    start_us: int
+    end_us: int
+
+    @classmethod
+    def of(cls, day: date, tz_name: str) -> Window:
+        tz = ZoneInfo(tz_name)
+        start = datetime(day.year, day.month, day.day, tzinfo=tz)
+        nxt = day + timedelta(days=1)
+        end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz)
+        return cls(day, tz, int(start.timestamp() * 1e6), int(end.timestamp() * 1e6))
+
+    def local(self, us: int | None) -> str | None:
+        if us is None:
+            return None
+        return datetime.fromtimestamp(us / 1e6, self.tz).isoformat(timespec="seconds")
+
+    def hours(self) -> list[int]:
+        """Start of each hour of the local day (23 or 25 of them on a DST change)."""
+        return list(range(self.start_us, self.end_us, HOUR_US))
+
+
+def list_floors(conn: Connection, day: date, tz_name: str = sources.DEFAULT_TIMEZONE
+                ) -> list[str]:
+    """Floors with an enrolled agent or any rolled-up record around that day."""
+    w = Window.of(day, tz_name)
+    found = {str(f) for (f,) in conn.execute(sa.select(agents.c.floor).distinct())}
+    found |= {str(f) for (f,) in conn.execute(
+        sa.select(report_slots.c.floor).distinct()
+        .where(report_slots.c.slot_us >= w.start_us - 14 * HOUR_US,
+               report_slots.c.slot_us < w.end_us + 14 * HOUR_US))}
+    return sorted(found)
+
+
+def _int(v: Any) -> int:
+    return int(v or 0)
+
+
+def _event_row(w: Window, r: Any) -> dict[str, Any]:
+    d = r.details or {}
+    return {"time": w.local(r.ts_us), "agent": r.agent, "seq": int(r.seq), "seat": r.seat,
+            "user": r.user, "control": r.control, "kind": r.kind, "severity": r.severity,
+            "details": d}
+
+
+def _subject(r: Any) -> str:
+    """The agent an event is about (the console's own events name it in details)."""
+    d = r.details or {}
+    return str(d.get("agent") or r.agent)
+
+
+_EVENT_COLS = (events.c.agent, events.c.seq, events.c.ts_us, events.c.seat, events.c.user,
+               events.c.control, events.c.kind, events.c.severity, events.c.policy,
+               events.c.details)
+
+
+def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
+                settings: sources.FloorSettings | None = None, deep: bool = False,
+                now_us: Callable[[], int] | None = None) -> dict[str, Any]:
+    """The report of one floor and local day, as plain JSON-ready data."""
+    from ..db import now_us as clock
+
+    now = (now_us or clock)()
+    settings = settings or sources.floor_settings(floor)
+    w = Window.of(day, settings.timezone)
+    hours = w.hours()
+
+    floor_agents = {str(a.id): a for a in conn.execute(
+        sa.select(agents.c.id, agents.c.host, agents.c.seat, agents.c.enrolled_us,
+                  agents.c.revoked_us, agents.c.policy).where(agents.c.floor == floor))}
+
+    def on_floor(r: Any) -> bool:
+        d = r.details or {}
+        if r.kind.startswith("floor."):
+            return d.get("floor") == floor
+        return _subject(r) in floor_agents
+
+    # --- coverage, from the per-agent slots --------------------------------------------
+    slot_rows = conn.execute(
+        sa.select(report_slots).where(report_slots.c.floor == floor,
+                                      report_slots.c.slot_us >= w.start_us,
+                                      report_slots.c.slot_us < w.end_us)).all()
+    per_agent: dict[str, dict[str, Any]] = {}
+    for s in slot_rows:
+        a = per_agent.setdefault(str(s.agent), {
+            "events": 0, "heartbeats": 0, "hours": set(), "first": None, "last": None,
+            "min_seq": None, "max_seq": None, "bad_hash": 0, "bad_link": 0,
+            "first_bad_seq": None})
+        a["events"] += _int(s.events)
+        a["heartbeats"] += _int(s.heartbeats)
+        if _int(s.events) + _int(s.heartbeats) > 0:
+            a["hours"].add((s.slot_us - w.start_us) // HOUR_US)
+            a["first"] = s.slot_us if a["first"] is None else min(a["first"], s.slot_us)
+            a["last"] = s.slot_us if a["last"] is None else max(a["last"], s.slot_us)
+        for key, pick in (("min_seq", min), ("max_seq", max), ("first_bad_seq", min)):
+            v = getattr(s, key)
+            if v is not None:
+                a[key] = int(v) if a[key] is None else pick(a[key], int(v))
+        a["bad_hash"] += _int(s.bad_hash)
+        a["bad_link"] += _int(s.bad_link)
+
+    expected = sorted(aid for aid, a in floor_agents.items()
+                      if a.enrolled_us < w.end_us
+                      and (a.revoked_us is None or a.revoked_us >= w.start_us))
+    all_agents = sorted(set(expected) | set(per_agent))
+
+    def seat_of(aid: str) -> str:
+        a = floor_agents.get(aid)
+        return str(a.seat) if a is not None else ""
+
+    coverage_agents = []
+    for aid in all_agents:
+        heard = per_agent.get(aid)
+        coverage_agents.append({
+            "agent": aid, "host": str(floor_agents[aid].host) if aid in floor_agents else "",
+            "seat": seat_of(aid), "expected": aid in expected,
+            "reporting": bool(heard and heard["hours"]),
+            "hours_heard": len(heard["hours"]) if heard else 0,
+            "events": heard["events"] if heard else 0,
+            "heartbeats": heard["heartbeats"] if heard else 0,
+            "first_heard": w.local(heard["first"]) if heard and heard["first"] is not None else None,
+            "last_heard": w.local(heard["last"]) if heard and heard["last"] is not None else None})
+
+    # --- the listed kinds, by indexed range queries ------------------------------------
+    listed = [r for r in conn.execute(
+        sa.select(*_EVENT_COLS).where(events.c.kind.in_(LIST_KINDS),
+                                      events.c.ts_us >= w.start_us,
+                                      events.c.ts_us < w.end_us)
+        .order_by(events.c.ts_us, events.c.agent, events.c.seq)) if on_floor(r)]
+    by_kind: dict[str, list[Any]] = defaultdict(list)
+    for r in listed:
+        by_kind[r.kind].append(r)
+
+    silences = [r for r in conn.execute(
+        sa.select(*_EVENT_COLS).where(events.c.kind.in_(SILENCE_KINDS),
+                                      events.c.ts_us >= w.start_us - SILENCE_LOOKBACK_US,
+                                      events.c.ts_us < w.end_us)
+        .order_by(events.c.ts_us, events.c.seq)) if on_floor(r)]
+    silent_periods = silent_periods_of(w, silences, min(now, w.end_us), seat_of)
+
+    violations_rows = [r for r in conn.execute(
+        sa.select(*_EVENT_COLS).where(events.c.severity == "violation",
+                                      events.c.ts_us >= w.start_us,
+                                      events.c.ts_us < w.end_us)
+        .order_by(events.c.ts_us, events.c.agent, events.c.seq)) if on_floor(r)]
+    acks = sources.acknowledgements(conn, [(r.agent, int(r.seq)) for r in violations_rows])
+    violations = []
+    for r in violations_rows:
+        v = _event_row(w, r)
+        ack = acks.get((r.agent, int(r.seq))) if acks is not None else None
+        v["acknowledged"] = None if acks is None else ack is not None
+        v["acknowledged_by"] = ack.by if ack else None
+        v["acknowledged_at"] = w.local(ack.at_us) if ack else None
+        violations.append(v)
+
+    # --- counters, from the rollups ----------------------------------------------------
+    rc = report_counts.c
+    in_day = (rc.floor == floor, rc.slot_us >= w.start_us, rc.slot_us < w.end_us)
+    grouped = conn.execute(
+        sa.select(rc.seat, rc.user, rc.control, rc.kind, rc.severity, rc.sub,
+                  sa.func.sum(rc.n).label("n"), sa.func.sum(rc.pages).label("pages"))
+        .where(*in_day).group_by(rc.seat, rc.user, rc.control, rc.kind, rc.severity,
+                                 rc.sub)).all()
+    hourly_rows = conn.execute(
+        sa.select(rc.slot_us, rc.user, rc.severity, sa.func.sum(rc.n).label("n"))
+        .where(*in_day).group_by(rc.slot_us, rc.user, rc.severity)).all()
+
+    totals: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for g in grouped:
+        t = totals[(g.control, g.kind, g.severity, g.sub)]
+        t[0] += _int(g.n)
+        t[1] += _int(g.pages)
+
+    def total(kind: str, sub: str | None = None, what: int = 0) -> int:
+        return sum(v[what] for (_c, k, _s, sb), v in totals.items()
+                   if k == kind and (sub is None or sb == sub))
+
+    counts = [{"control": c, "kind": k, "severity": s, "sub": sb, "n": v[0], "pages": v[1]}
+              for (c, k, s, sb), v in sorted(totals.items())]
+
+    # --- per operator and per seat (hot-desking) ---------------------------------------
+    def table(key: str, other: str) -> list[dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for g in grouped:
+            name = getattr(g, key)
+            if key == "user" and not name:
+                continue
+            row = rows.setdefault(name, {key: name, other + "s": set(), "events": 0,
+                                         "warnings": 0, "violations": 0,
+                                         **{k: 0 for k in KEY_KINDS}})
+            n = _int(g.n)
+            if getattr(g, other):
+                row[other + "s"].add(getattr(g, other))
+            row["events"] += n
+            if g.severity == "warning":
+                row["warnings"] += n
+            elif g.severity == "violation":
+                row["violations"] += n
+            if g.kind in row:
+                row[g.kind] += n
+        out = []
+        for name in sorted(rows):
+            row = rows[name]
+            row[other + "s"] = sorted(row[other + "s"])
+            out.append(row)
+        return out
+
+    operators = table("user", "seat")
+    seats = table("seat", "user")
+
+    # --- SV span of control by hour ----------------------------------------------------
+    hour_users: dict[int, set[str]] = defaultdict(set)
+    hour_events: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for h in hourly_rows:
+        idx = (h.slot_us - w.start_us) // HOUR_US
+        if h.user:
+            hour_users[idx].add(h.user)
+        hour_events[idx][0] += _int(h.n)
+        if h.severity == "violation":
+            hour_events[idx][1] += _int(h.n)
+    duty = sources.sv_on_duty(conn, floor, hours)
+    breach_events: dict[int, int] = defaultdict(int)
+    for r in by_kind["floor.sv_ratio_exceeded"]:
+        breach_events[(r.ts_us - w.start_us) // HOUR_US] += 1
+    maxr = settings.max_operators_per_sv
+    hourly = []
+    for i, start in enumerate(hours):
+        ops = len(hour_users[i])
+        svs = duty[i] if duty is not None else None
+        ratio = round(ops / svs, 2) if svs else None
+        over = None
+        if svs is not None and maxr is not None:
+            over = ops > maxr * svs
+        hourly.append({"hour": i, "start": w.local(start), "events": hour_events[i][0],
+                       "violations": hour_events[i][1], "operators": ops,
+                       "svs_on_duty": svs, "operators_per_sv": ratio,
+                       "over_ratio": over, "ratio_exceeded_events": breach_events[i]})
+
+    # --- controls ----------------------------------------------------------------------
+    def print_row(r: Any) -> dict[str, Any]:
+        d = r.details or {}
+        pages = d.get("pages")
+        return {"time": w.local(r.ts_us), "agent": r.agent, "seq": int(r.seq), "seat": r.seat,
+                "user": r.user, "kind": r.kind,
+                "job": str(d.get("job", "")) if d.get("job") is not None else None,
+                "title": d.get("title"), "queue": d.get("queue"),
+                "pages": pages if isinstance(pages, int) else None, "by": d.get("by")}
+
+    approved_by: dict[str, int] = defaultdict(int)
+    for (_c, k, _s, sb), v in totals.items():
+        if k == "print.approved":
+            approved_by[sb or "?"] += v[0]
+    controls: dict[str, Any] = {
+        "usb": {"blocked": {**{k: total("usb.blocked", k) for k in USB_RECOGNITIONS},
+                            "other": total("usb.blocked", "other"),
+                            "total": total("usb.blocked")},
+                "allowed_exceptions": total("usb.allowed", "device_rule"),
+                "exceptions": [_event_row(w, r) for r in by_kind["usb.allowed"]
+                               if is_device_rule(r.details or {})]},
+        "idle": {"locked": total("idle.locked"), "lock_failed": total("idle.lock_failed"),
+                 "lock_failures": [_event_row(w, r) for r in by_kind["idle.lock_failed"]]},
+        "print": {**{k.split(".")[1]: {"jobs": total(k), "pages": total(k, what=1)}
+                     for k in PRINT_KINDS},
+                  "approved_by": dict(sorted(approved_by.items())),
+                  "jobs": [print_row(r) for k in PRINT_KINDS for r in by_kind[k]]},
+        "files": {"flagged": total("files.flagged")},
+        "processes": {"flagged": total("processes.flagged"),
+                      "killed": total("processes.killed")},
+        "network": {"flagged": total("network.flagged")},
+    }
+    controls["print"]["jobs"].sort(key=lambda j: (j["time"], j["agent"], j["seq"]))
+
+    unavailable = []
+    for r in by_kind["agent.control_unavailable"]:
+        d = r.details or {}
+        unavailable.append({"time": w.local(r.ts_us), "agent": r.agent, "seat": r.seat,
+                            "control": str(d.get("control", "")),
+                            "reason": str(d.get("reason") or d.get("error") or "")})
+
+    policies = policies_of(conn, w, floor_agents, by_kind["agent.policy_loaded"])
+
+    if deep:
+        chain = {aid: verify_stored(conn, aid, w.start_us, w.end_us) for aid in per_agent}
+    integrity_agents = []
+    for aid in sorted(per_agent):
+        a = per_agent[aid]
+        if deep:
+            c = chain[aid]
+        else:
+            span = (a["max_seq"] - a["min_seq"] + 1) if a["min_seq"] is not None else 0
+            c = {"records": a["events"], "first_seq": a["min_seq"], "last_seq": a["max_seq"],
+                 "missing": max(0, span - a["events"]), "bad_hash": a["bad_hash"],
+                 "bad_link": a["bad_link"], "first_bad_seq": a["first_bad_seq"]}
+        if c["records"] == 0 and not deep:
+            continue
+        c = {"agent": aid, "seat": seat_of(aid), **c}
+        c["verified"] = c["missing"] == 0 and c["bad_hash"] == 0 and c["bad_link"] == 0
+        integrity_agents.append(c)
+    broken = [_event_row(w, r) for r in by_kind["agent.chain_broken"]]
+
+    reporting = sum(1 for a in coverage_agents if a["reporting"] and a["expected"])
+    return {
+        "floor": floor,
+        "date": day.isoformat(),
+        "timezone": settings.timezone,
+        "window": {"start": w.local(w.start_us), "end": w.local(w.end_us)},
+        "settings": {"max_operators_per_sv": maxr, "policy_file": settings.source or None},
+        "sources": {**sources.describe_sources(acks, duty),
+                    "counts": "ingest rollups",
+                    "integrity": "stored rows re-hashed" if deep else "checked at ingest"},
+        "summary": {"agents_expected": len(expected), "agents_reporting": reporting,
+                    "events": sum(v[0] for v in totals.values()),
+                    "violations": len(violations),
+                    "violations_acknowledged": (None if acks is None else
+                                                sum(1 for v in violations
+                                                    if v["acknowledged"])),
+                    "usb_blocked": total("usb.blocked"), "idle_locked": total("idle.locked"),
+                    "prints_approved": total("print.approved"),
+                    "silent_periods": len(silent_periods),
+                    "chains_verified": sum(1 for c in integrity_agents if c["verified"]),
+                    "chains_with_faults": sum(1 for c in integrity_agents
+                                              if not c["verified"]),
+                    "policy_changes": len(policies["changes"]),
+                    "sv_ratio_exceeded": len(by_kind["floor.sv_ratio_exceeded"])},
+        "coverage": {"agents_expected": len(expected), "agents_reporting": reporting,
+                     "agents": coverage_agents, "silent_periods": silent_periods,
+                     "controls_unavailable": unavailable},
+        "controls": controls,
+        "counts": counts,
+        "operators": operators,
+        "seats": seats,
+        "hourly": hourly,
+        "sv_ratio": {"max_operators_per_sv": maxr,
+                     "exceeded": [_event_row(w, r)
+                                  for r in by_kind["floor.sv_ratio_exceeded"]]},
+        "policies": policies,
+        "integrity": {"method": "stored rows re-hashed" if deep else "checked at ingest",
+                      "agents": integrity_agents, "chain_broken_events": broken,
+                      "all_verified": all(c["verified"] for c in integrity_agents)
+                      and not broken},
+        "violations": violations,
+        "mapping": load_mapping().for_lang(lang),
+    }
+
+
+def silent_periods_of(w: Window, rows: Iterable[Any], until_us: int,
+                      seat_of: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Pair each agent's ``agent.silent`` with the next ``agent.recovered``; keep the parts
+    inside the day. A silence still open is cut at ``until_us``."""
+    open_since: dict[str, int] = {}
+    spans: list[tuple[str, int, int | None]] = []
+    for r in rows:
+        aid = _subject(r)
+        if r.kind == "agent.silent":
+            d = r.details or {}
+            since = _us_from_text(d.get("since")) or int(r.ts_us)
+            open_since.setdefault(aid, since)
+        elif aid in open_since:
+            spans.append((aid, open_since.pop(aid), int(r.ts_us)))
+    spans.extend((aid, since, None) for aid, since in open_since.items())
+    out = []
+    for aid, start, end in sorted(spans, key=lambda s: (s[1], s[0])):
+        lo = max(start, w.start_us)
+        hi = min(end if end is not None else until_us, w.end_us)
+        if hi <= lo:
+            continue
+        out.append({"agent": aid, "seat": seat_of(aid), "start": w.local(start),
+                    "end": w.local(end), "minutes_in_day": round((hi - lo) / 60e6, 1)})
+    return out
+
+
+def _us_from_text(v: Any) -> int | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() * 1e6)
+    except ValueError:
+        return None
+
+
+def policies_of(conn: Connection, w: Window, floor_agents: dict[str, Any],
+                loaded_today: list[Any]) -> dict[str, Any]:
+    """The policy hash each agent ran at the start of the day and every change in it."""
+    before: dict[str, str] = {}
+    for r in conn.execute(
+            sa.select(events.c.agent, events.c.details)
+            .where(events.c.kind == "agent.policy_loaded", events.c.ts_us < w.start_us)
+            .order_by(events.c.ts_us, events.c.seq)):
+        if r.agent in floor_agents and (r.details or {}).get("hash"):
+            before[r.agent] = str(r.details["hash"])
+    changes = []
+    in_force: dict[str, dict[str, Any]] = {}
+    for aid, h in before.items():
+        in_force.setdefault(h, {"hash": h, "agents": set(), "sources": set()})["agents"].add(
+            aid)
+    for r in loaded_today:
+        d = r.details or {}
+        h = str(d.get("hash") or r.policy)
+        changes.append({"time": w.local(r.ts_us), "agent": r.agent, "seat": r.seat,
+                        "hash": h, "previous": d.get("previous"),
+                        "source": d.get("source")})
+        entry = in_force.setdefault(h, {"hash": h, "agents": set(), "sources": set()})
+        entry["agents"].add(r.agent)
+        if d.get("source"):
+            entry["sources"].add(str(d["source"]))
+    return {"in_force": [{"hash": e["hash"], "agents": sorted(e["agents"]),
+                          "sources": sorted(e["sources"])}
+                         for e in sorted(in_force.values(), key=lambda e: e["hash"])],
+            "changes": changes}
+
+
+def verify_stored(conn: Connection, agent_id: str, start_us: int, end_us: int
+                  ) -> dict[str, Any]:
+    """Re-hash an agent's stored records of the window and check every prev link."""
+    cols = [events.c[f] for f in FIELDS if f != "agent"]
+    rows = conn.execute(sa.select(*cols).where(events.c.agent == agent_id,
+                                               events.c.ts_us >= start_us,
+                                               events.c.ts_us < end_us)
+                        .order_by(events.c.seq)).all()
+    out: dict[str, Any] = {"records": len(rows), "first_seq": None, "last_seq": None,
+                           "missing": 0, "bad_hash": 0, "bad_link": 0, "first_bad_seq": None}
+    if not rows:
+        return out
+    out["first_seq"], out["last_seq"] = int(rows[0].seq), int(rows[-1].seq)
+    out["missing"] = out["last_seq"] - out["first_seq"] + 1 - len(rows)
+    first = int(rows[0].seq)
+    prev_hash: str | None = GENESIS if first == 1 else conn.execute(
+        sa.select(events.c.hash).where(events.c.agent == agent_id,
+                                       events.c.seq == first - 1)).scalar()
+    prev_seq = first - 1
+    for r in rows:
+        rec = dict(r._mapping)
+        rec["agent"] = agent_id
+        seq = int(rec["seq"])
+        bad = False
+        if record_hash(rec) != rec["hash"]:
+            out["bad_hash"] += 1
+            bad = True
+        elif seq == prev_seq + 1 and prev_hash is not None and rec["prev"] != prev_hash:
+            out["bad_link"] += 1
+            bad = True
+        if bad and out["first_bad_seq"] is None:
+            out["first_bad_seq"] = seq
+        prev_seq, prev_hash = seq, rec["hash"]
+    return out
+
+
+def build_report(conn: Connection, day: date, floors: list[str] | None = None, *,
+                 lang: str = "en", deep: bool = False,
+                 now_us: Callable[[], int] | None = None) -> dict[str, Any]:
+    """The whole document: every floor (or the ones named) for one day."""
+    from ...events import rfc3339
+    from ..db import now_us as clock
+
+    now = (now_us or clock)()
+    names = floors if floors else list_floors(conn, day)
+    return {"schema": SCHEMA_ID, "generator": f"floorguard {__version__}",
+            "generated_at": rfc3339(now / 1e6), "date": day.isoformat(), "lang": lang,
+            "floors": [build_floor(conn, day, f, lang=lang, deep=deep, now_us=lambda: now)
+                       for f in names]}

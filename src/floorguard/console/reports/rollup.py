@@ -1,0 +1,229 @@
+"""Rollups kept at ingest: counters per floor, 15-minute slot, seat, operator, control,
+kind, severity and sub-kind, and per agent and slot the records heard and what checking
+their hash chain found.
+
+``apply_ingest`` is a plain function: the API's ingest hook calls it for each stored batch,
+and any other path that writes to the events table (events the console makes itself,
+heartbeats) calls it, or ``note_heartbeats``, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ...events import GENESIS, record_hash
+from ..ingest import ts_to_us
+from ..schema import agents, events
+from .store import SLOT_US, report_counts, report_slots
+
+USB_RECOGNITIONS = ("storage", "phone", "network")
+
+
+def usb_blocked_kind(details: dict[str, Any]) -> str:
+    """Which of the report's USB columns a blocked device counts in."""
+    rec = details.get("recognition")
+    return rec if rec in USB_RECOGNITIONS else "other"
+
+
+def is_device_rule(details: dict[str, Any]) -> bool:
+    """A ``usb.allowed`` that a ``[[usb.device]]`` rule let in (an exception), as opposed
+    to a keyboard or headset allowed by its interface class."""
+    return any(isinstance(details.get(k), str) and details[k].startswith("usb.device")
+               for k in ("rule", "by", "reason"))
+
+
+def sub_kind(kind: str, details: dict[str, Any]) -> str:
+    if kind == "usb.blocked":
+        return usb_blocked_kind(details)
+    if kind == "usb.allowed":
+        return "device_rule" if is_device_rule(details) else "class"
+    if kind in ("print.approved", "print.denied", "print.released"):
+        by = details.get("by")
+        return str(by)[:255] if by else ""
+    return ""
+
+
+def pages_of(kind: str, details: dict[str, Any]) -> int:
+    if not kind.startswith("print."):
+        return 0
+    pages = details.get("pages")
+    return pages if isinstance(pages, int) and not isinstance(pages, bool) and pages > 0 else 0
+
+
+def slot_of(ts_us: int) -> int:
+    return ts_us - ts_us % SLOT_US
+
+
+def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]],
+            keys: list[str], set_: dict[str, Any]) -> None:
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    ins: Any
+    if dialect == "postgresql":
+        ins = postgresql.insert(table)
+    elif dialect == "sqlite":
+        ins = sqlite.insert(table)
+    else:  # pragma: no cover - only the two dialects are supported
+        raise RuntimeError(f"unsupported dialect {dialect}")
+    stmt = ins.on_conflict_do_update(index_elements=keys,
+                                     set_={k: v(table, ins.excluded, dialect)
+                                           for k, v in set_.items()})
+    conn.execute(stmt, rows)
+
+
+def _add(col: str) -> Any:
+    return lambda t, ex, _d: t.c[col] + ex[col]
+
+
+def _least(col: str) -> Any:
+    def build(t: sa.Table, ex: Any, dialect: str) -> Any:
+        fn = sa.func.least if dialect == "postgresql" else sa.func.min
+        # NULL means "none yet": take the other side (min/least ignore no NULL in SQLite).
+        return fn(sa.func.coalesce(t.c[col], ex[col]), sa.func.coalesce(ex[col], t.c[col]))
+    return build
+
+
+def _greatest(col: str) -> Any:
+    def build(t: sa.Table, ex: Any, dialect: str) -> Any:
+        fn = sa.func.greatest if dialect == "postgresql" else sa.func.max
+        return fn(sa.func.coalesce(t.c[col], ex[col]), sa.func.coalesce(ex[col], t.c[col]))
+    return build
+
+
+def _floor_of(conn: Connection, agent_id: str) -> str | None:
+    row = conn.execute(sa.select(agents.c.floor).where(agents.c.id == agent_id)).first()
+    return None if row is None else str(row.floor)
+
+
+def _record_floor(conn: Connection, details: dict[str, Any], cache: dict[str, str]) -> str:
+    """The floor of a record the console made: named in it, or its subject agent's."""
+    if details.get("floor"):
+        return str(details["floor"])
+    subject = str(details.get("agent") or "")
+    if subject not in cache:
+        cache[subject] = _floor_of(conn, subject) or ""
+    return cache[subject]
+
+
+def chain_faults(conn: Connection, agent_id: str, records: list[dict[str, Any]]
+                 ) -> dict[int, str]:
+    """Check newly stored records against their hashes and their neighbours' links.
+
+    Returns ``{seq: why}`` for each record whose own hash does not match its content, whose
+    ``prev`` is not the stored hash of the record before it, or whose already-stored
+    successor does not point back at it. A predecessor not yet stored (a gap) is not a
+    fault here: the gap shows in the seq counts, and the link is checked when it arrives.
+    """
+    by_seq = {int(r["seq"]): r for r in records}
+    faults: dict[int, str] = {}
+    want = sorted({s - 1 for s in by_seq if s > 1 and s - 1 not in by_seq}
+                  | {s + 1 for s in by_seq if s + 1 not in by_seq})
+    stored: dict[int, tuple[str, str]] = {}
+    for i in range(0, len(want), 500):
+        for seq, prev, h in conn.execute(
+                sa.select(events.c.seq, events.c.prev, events.c.hash)
+                .where(events.c.agent == agent_id, events.c.seq.in_(want[i:i + 500]))):
+            stored[int(seq)] = (str(prev), str(h))
+    for seq, rec in by_seq.items():
+        if record_hash(rec) != rec.get("hash"):
+            faults[seq] = "hash does not match the record's content"
+            continue
+        if seq == 1:
+            before: str | None = GENESIS
+        elif seq - 1 in by_seq:
+            before = str(by_seq[seq - 1].get("hash"))
+        else:
+            before = stored[seq - 1][1] if seq - 1 in stored else None
+        if before is not None and rec.get("prev") != before:
+            faults[seq] = "prev does not match the hash of the record before it"
+        elif seq + 1 in stored and stored[seq + 1][0] != rec.get("hash"):
+            faults[seq] = "the stored record after it does not point back at it"
+    return faults
+
+
+def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, Any]], *,
+                 floor: str | None = None, from_agent: bool = True) -> None:
+    """Add newly stored records to the rollups (call once per record, in the same
+    transaction that stored it).
+
+    ``floor`` defaults to the agent's floor. Records from an agent's journal
+    (``from_agent``) also count as the agent being heard and have their hash chain
+    checked; records the console makes itself (``agent.silent``, ``floor.*``) only count.
+    """
+    records = list(records)
+    if not records:
+        return
+    agent_floor = floor if floor is not None else _floor_of(conn, agent_id)
+    counts: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    slots: dict[int, dict[str, Any]] = {}
+    cache: dict[str, str] = {}
+    faults = chain_faults(conn, agent_id, records) if from_agent else {}
+    for rec in records:
+        details = rec.get("details") or {}
+        ts_us = rec["ts_us"] if "ts_us" in rec else ts_to_us(rec["ts"])
+        slot = slot_of(ts_us)
+        fl = agent_floor if agent_floor is not None else _record_floor(conn, details, cache)
+        kind = rec["kind"]
+        key = (fl, slot, rec.get("seat") or "", rec.get("user") or "", rec["control"], kind,
+               rec["severity"], sub_kind(kind, details))
+        c = counts[key]
+        c[0] += 1
+        c[1] += pages_of(kind, details)
+        if not from_agent:
+            continue
+        s = slots.get(slot)
+        if s is None:
+            s = slots[slot] = {"agent": agent_id, "slot_us": slot, "floor": fl, "events": 0,
+                               "heartbeats": 0, "min_seq": None, "max_seq": None,
+                               "bad_hash": 0, "bad_link": 0, "first_bad_seq": None}
+        s["events"] += 1
+        seq = int(rec["seq"])
+        s["min_seq"] = seq if s["min_seq"] is None else min(s["min_seq"], seq)
+        s["max_seq"] = seq if s["max_seq"] is None else max(s["max_seq"], seq)
+        why = faults.get(seq)
+        if why is not None:
+            s["bad_hash" if why.startswith("hash") else "bad_link"] += 1
+            s["first_bad_seq"] = seq if s["first_bad_seq"] is None else min(
+                s["first_bad_seq"], seq)
+    names = [c.name for c in report_counts.primary_key.columns]
+    rows = [{**dict(zip(names, k, strict=True)), "n": v[0], "pages": v[1]}
+            for k, v in sorted(counts.items())]
+    _upsert(conn, report_counts, rows, names, {"n": _add("n"), "pages": _add("pages")})
+    _upsert_slots(conn, list(slots.values()))
+
+
+def _upsert_slots(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    _upsert(conn, report_slots, rows, ["agent", "slot_us"], {
+        "events": _add("events"), "heartbeats": _add("heartbeats"),
+        "min_seq": _least("min_seq"), "max_seq": _greatest("max_seq"),
+        "bad_hash": _add("bad_hash"), "bad_link": _add("bad_link"),
+        "first_bad_seq": _least("first_bad_seq")})
+
+
+def note_heartbeats(conn: Connection, agent_id: str, times_us: Iterable[int]) -> None:
+    """Count heartbeats towards the hours an agent was heard (heartbeats are not events)."""
+    floor = _floor_of(conn, agent_id) or ""
+    per_slot: dict[int, int] = defaultdict(int)
+    for t in times_us:
+        per_slot[slot_of(int(t))] += 1
+    _upsert_slots(conn, [{"agent": agent_id, "slot_us": s, "floor": floor, "events": 0,
+                          "heartbeats": n, "min_seq": None, "max_seq": None, "bad_hash": 0,
+                          "bad_link": 0, "first_bad_seq": None}
+                         for s, n in sorted(per_slot.items())])
+
+
+def ingest_hook(conn: Connection, agent_id: str, records: list[dict[str, Any]],
+                result: dict[str, Any]) -> None:
+    """The console's ingest hook: roll up the records this batch newly stored."""
+    inserted = result.get("inserted")
+    if inserted is None:
+        raise RuntimeError("store_events must report which seqs it inserted")
+    new = set(inserted)
+    apply_ingest(conn, agent_id, [r for r in records if r["seq"] in new])
