@@ -162,8 +162,8 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
             "hours_heard": len(heard["hours"]) if heard else 0,
             "events": heard["events"] if heard else 0,
             "heartbeats": heard["heartbeats"] if heard else 0,
-            "first_heard": w.local(heard["first"]) if heard and heard["first"] is not None else None,
-            "last_heard": w.local(heard["last"]) if heard and heard["last"] is not None else None})
+            "first_heard": w.local(heard["first"]) if heard else None,
+            "last_heard": w.local(heard["last"]) if heard else None})
 
     # --- the listed kinds, by indexed range queries ------------------------------------
     listed = [r for r in conn.execute(
