@@ -120,9 +120,8 @@ def test_html_shows_silence_chain_fault_policy_change_and_ratio(store: Engine) -
 
 
 def test_every_report_string_has_a_japanese_translation() -> None:
-    with open(TEMPLATE, "rb") as f:
-        ids = {m[1] for m in extract_from_file("jinja2", str(TEMPLATE),
-                                               options={"extensions": "jinja2.ext.i18n"})}
+    ids = {m[1] for m in extract_from_file("jinja2", str(TEMPLATE),
+                                           options={"extensions": "jinja2.ext.i18n"})}
     assert len(ids) > 50
     ja = gettext.translation("reports", str(LOCALE_DIR), languages=["ja"])
     untranslated = sorted(i for i in ids if isinstance(i, str) and ja.gettext(i) == i
