@@ -120,28 +120,31 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
         return _subject(r) in floor_agents
 
     # --- coverage, from the per-agent slots --------------------------------------------
-    slot_rows = conn.execute(
-        sa.select(report_slots).where(report_slots.c.floor == floor,
-                                      report_slots.c.slot_us >= w.start_us,
-                                      report_slots.c.slot_us < w.end_us)).all()
+    rs = report_slots.c
+    hour_of_slot = (rs.slot_us - w.start_us) // HOUR_US
+    heard_slot = rs.events + rs.heartbeats > 0
     per_agent: dict[str, dict[str, Any]] = {}
-    for s in slot_rows:
-        a = per_agent.setdefault(str(s.agent), {
-            "events": 0, "heartbeats": 0, "hours": set(), "first": None, "last": None,
-            "min_seq": None, "max_seq": None, "bad_hash": 0, "bad_link": 0,
-            "first_bad_seq": None})
-        a["events"] += _int(s.events)
-        a["heartbeats"] += _int(s.heartbeats)
-        if _int(s.events) + _int(s.heartbeats) > 0:
-            a["hours"].add((s.slot_us - w.start_us) // HOUR_US)
-            a["first"] = s.slot_us if a["first"] is None else min(a["first"], s.slot_us)
-            a["last"] = s.slot_us if a["last"] is None else max(a["last"], s.slot_us)
-        for key, pick in (("min_seq", min), ("max_seq", max), ("first_bad_seq", min)):
-            v = getattr(s, key)
-            if v is not None:
-                a[key] = int(v) if a[key] is None else pick(a[key], int(v))
-        a["bad_hash"] += _int(s.bad_hash)
-        a["bad_link"] += _int(s.bad_link)
+    for s in conn.execute(
+            sa.select(rs.agent, sa.func.sum(rs.events).label("events"),
+                      sa.func.sum(rs.heartbeats).label("heartbeats"),
+                      sa.func.count(sa.distinct(sa.case((heard_slot, hour_of_slot))))
+                      .label("hours"),
+                      sa.func.min(sa.case((heard_slot, rs.slot_us))).label("first"),
+                      sa.func.max(sa.case((heard_slot, rs.slot_us))).label("last"),
+                      sa.func.min(rs.min_seq).label("min_seq"),
+                      sa.func.max(rs.max_seq).label("max_seq"),
+                      sa.func.sum(rs.bad_hash).label("bad_hash"),
+                      sa.func.sum(rs.bad_link).label("bad_link"),
+                      sa.func.min(rs.first_bad_seq).label("first_bad_seq"))
+            .where(rs.floor == floor, rs.slot_us >= w.start_us, rs.slot_us < w.end_us)
+            .group_by(rs.agent)):
+        per_agent[str(s.agent)] = {
+            "events": _int(s.events), "heartbeats": _int(s.heartbeats),
+            "hours": _int(s.hours), "first": s.first, "last": s.last,
+            "min_seq": None if s.min_seq is None else int(s.min_seq),
+            "max_seq": None if s.max_seq is None else int(s.max_seq),
+            "bad_hash": _int(s.bad_hash), "bad_link": _int(s.bad_link),
+            "first_bad_seq": None if s.first_bad_seq is None else int(s.first_bad_seq)}
 
     expected = sorted(aid for aid, a in floor_agents.items()
                       if a.enrolled_us < w.end_us
@@ -159,18 +162,26 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
             "agent": aid, "host": str(floor_agents[aid].host) if aid in floor_agents else "",
             "seat": seat_of(aid), "expected": aid in expected,
             "reporting": bool(heard and heard["hours"]),
-            "hours_heard": len(heard["hours"]) if heard else 0,
+            "hours_heard": heard["hours"] if heard else 0,
             "events": heard["events"] if heard else 0,
             "heartbeats": heard["heartbeats"] if heard else 0,
             "first_heard": w.local(heard["first"]) if heard else None,
             "last_heard": w.local(heard["last"]) if heard else None})
 
     # --- the listed kinds, by indexed range queries ------------------------------------
+    # usb.allowed is common (every headset); only device-rule exceptions are listed, so
+    # the store narrows them by text before any JSON is decoded. Two queries, so each
+    # stays a range scan of the (kind, ts_us) index.
+    in_day_ev = (events.c.ts_us >= w.start_us, events.c.ts_us < w.end_us)
     listed = [r for r in conn.execute(
-        sa.select(*_EVENT_COLS).where(events.c.kind.in_(LIST_KINDS),
-                                      events.c.ts_us >= w.start_us,
-                                      events.c.ts_us < w.end_us)
-        .order_by(events.c.ts_us, events.c.agent, events.c.seq)) if on_floor(r)]
+        sa.select(*_EVENT_COLS).where(
+            events.c.kind.in_([k for k in LIST_KINDS if k != "usb.allowed"]), *in_day_ev))
+        if on_floor(r)]
+    listed += [r for r in conn.execute(
+        sa.select(*_EVENT_COLS).where(
+            events.c.kind == "usb.allowed", *in_day_ev,
+            sa.cast(events.c.details, sa.Text).like('%"usb.device%'))) if on_floor(r)]
+    listed.sort(key=lambda r: (r.ts_us, r.agent, r.seq))
     by_kind: dict[str, list[Any]] = defaultdict(list)
     for r in listed:
         by_kind[r.kind].append(r)
@@ -205,9 +216,14 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                   sa.func.sum(rc.n).label("n"), sa.func.sum(rc.pages).label("pages"))
         .where(*in_day).group_by(rc.seat, rc.user, rc.control, rc.kind, rc.severity,
                                  rc.sub)).all()
+    hour_of = (rc.slot_us - w.start_us) // HOUR_US
     hourly_rows = conn.execute(
-        sa.select(rc.slot_us, rc.user, rc.severity, sa.func.sum(rc.n).label("n"))
-        .where(*in_day).group_by(rc.slot_us, rc.user, rc.severity)).all()
+        sa.select(hour_of.label("hour"), sa.func.sum(rc.n).label("n"),
+                  sa.func.sum(sa.case((rc.severity == "violation", rc.n), else_=0))
+                  .label("violations"),
+                  sa.func.count(sa.distinct(sa.case((rc.user != "", rc.user))))
+                  .label("operators"))
+        .where(*in_day).group_by(hour_of)).all()
 
     totals: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for g in grouped:
@@ -253,15 +269,11 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
     seats = table("seat", "user")
 
     # --- SV span of control by hour ----------------------------------------------------
-    hour_users: dict[int, set[str]] = defaultdict(set)
+    hour_ops: dict[int, int] = defaultdict(int)
     hour_events: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for h in hourly_rows:
-        idx = (h.slot_us - w.start_us) // HOUR_US
-        if h.user:
-            hour_users[idx].add(h.user)
-        hour_events[idx][0] += _int(h.n)
-        if h.severity == "violation":
-            hour_events[idx][1] += _int(h.n)
+        hour_ops[int(h.hour)] = _int(h.operators)
+        hour_events[int(h.hour)] = [_int(h.n), _int(h.violations)]
     duty = sources.sv_on_duty(conn, floor, hours)
     breach_events: dict[int, int] = defaultdict(int)
     for r in by_kind["floor.sv_ratio_exceeded"]:
@@ -269,7 +281,7 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
     maxr = settings.max_operators_per_sv
     hourly = []
     for i, start in enumerate(hours):
-        ops = len(hour_users[i])
+        ops = hour_ops[i]
         svs = duty[i] if duty is not None else None
         ratio = round(ops / svs, 2) if svs else None
         over = None
@@ -291,9 +303,9 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                 "pages": pages if isinstance(pages, int) else None, "by": d.get("by")}
 
     approved_by: dict[str, int] = defaultdict(int)
-    for (_c, k, _s, sb), v in totals.items():
+    for (_c, k, _s, sb), nv in totals.items():
         if k == "print.approved":
-            approved_by[sb or "?"] += v[0]
+            approved_by[sb or "?"] += nv[0]
     controls: dict[str, Any] = {
         "usb": {"blocked": {**{k: total("usb.blocked", k) for k in USB_RECOGNITIONS},
                             "other": total("usb.blocked", "other"),
