@@ -205,6 +205,14 @@ def test_schedule_settings_are_checked() -> None:
             schedule_config(env)
 
 
+def test_console_refuses_to_start_with_a_bad_schedule(tmp_path: Path) -> None:
+    console = LiveConsole(tmp_path / "c", env={"FLOORGUARD_REPORT_TIME": "7pm"})
+    with pytest.raises(AssertionError) as err:
+        console.start(timeout=60)
+    console.stop()
+    assert "FLOORGUARD_REPORT_TIME='7pm': write HH:MM" in str(err.value)
+
+
 def test_scheduled_job_archives_the_previous_day(tmp_path: Path) -> None:
     from tests.reports.conftest import load_fixture_day
 

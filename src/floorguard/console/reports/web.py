@@ -120,7 +120,7 @@ async def archive_now(request: Request, user: Annotated[User, Depends(AUDITORS)]
     with engine.begin() as conn:
         audit(conn, user.name, "report.archived", str(a.path), client_ip(request),
               {"sha256": a.sha256})
-    return _page(request, {"archived": a})
+    return await run_in_threadpool(_page, request, {"archived": a})
 
 
 @router.post("/reports/verify")
@@ -136,7 +136,11 @@ async def verify_copy(request: Request, user: Annotated[User, Depends(AUDITORS)]
             raise HTTPException(413, "file too large to be a report")
         h.update(chunk)
     digest = h.hexdigest()
-    with request.app.state.engine.connect() as conn:
-        hits = arch.find_digest(conn, digest)
-    return _page(request, {"verify": {"name": file.filename or "", "sha256": digest,
-                                      "matches": hits}})
+
+    def result() -> HTMLResponse:
+        with request.app.state.engine.connect() as conn:
+            hits = arch.find_digest(conn, digest)
+        return _page(request, {"verify": {"name": file.filename or "", "sha256": digest,
+                                          "matches": hits}})
+
+    return await run_in_threadpool(result)
