@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -146,14 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.events.split(",")]
     names = [x.strip() for x in args.stores.split(",")]
+
+    tmp = Path(tempfile.mkdtemp(prefix="fg-report-bench"))
+    try:
+        return _run(sizes, names, args.seats, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(sizes: list[int], names: list[str], seats: int, tmp: Path) -> int:
     from tests.reports.pg import private_cluster
 
-    tmp = Path(tempfile.mkdtemp(prefix="fgbench"))
     print(f"{'store':<11}{'events':>9}{'ingest s':>10}{'ev/s':>9}{'rollup %':>10}"
           f"{'report s':>10}{'json s':>8}  check", flush=True)
     with private_cluster() if "postgresql" in names else _nothing() as pg_url:
         for n in sizes:
-            data = day_events(n, args.seats)
+            data = day_events(n, seats)
             for recs in data.values():
                 chain(recs)
             for name in names:
