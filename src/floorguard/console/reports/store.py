@@ -25,6 +25,7 @@ report_counts = sa.Table(
     sa.Column("sub", sa.String(255), primary_key=True),  # e.g. USB recognition, approver
     sa.Column("n", sa.BigInteger, nullable=False),
     sa.Column("pages", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 report_slots = sa.Table(

@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("sub", sa.String(255), primary_key=True),
         sa.Column("n", sa.BigInteger, nullable=False),
         sa.Column("pages", sa.BigInteger, nullable=False),
+        # SQLite keeps the rows in key order, so a floor's day is one contiguous range.
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "report_slots",
