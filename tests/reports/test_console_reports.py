@@ -71,6 +71,7 @@ def csrf_of(client: httpx.Client) -> str:
 
 
 QUERY = "/reports/daily?date=2026-11-26&floor=3F+north&format="
+SLOW = 120  # seconds: a PDF on a loaded CI machine takes a while; no test asserts speed
 
 
 def test_auditors_and_admins_get_reports_svs_and_anonymous_do_not(live: Any) -> None:
@@ -84,12 +85,12 @@ def test_auditors_and_admins_get_reports_svs_and_anonymous_do_not(live: Any) -> 
     sv = console.login("sv1")
     assert "/reports" not in sv.get("/events").text  # no nav link for SVs
     for path in ("/reports", QUERY + "json", QUERY + "pdf", "/reports/archive/1"):
-        assert sv.get(path).status_code == 403, path
+        assert sv.get(path, timeout=SLOW).status_code == 403, path
     assert sv.post("/reports/archive", data={"date": "2026-11-26"}).status_code == 403
 
     aud = console.login("aud1")
     assert 'href="/reports"' in aud.get("/events").text
-    r = aud.get(QUERY + "json")
+    r = aud.get(QUERY + "json", timeout=SLOW)
     assert r.status_code == 200
     doc = r.json()
     f = doc["floors"][0]
@@ -98,12 +99,12 @@ def test_auditors_and_admins_get_reports_svs_and_anonymous_do_not(live: Any) -> 
     assert f["settings"]["max_operators_per_sv"] == 2
     assert f["settings"]["policy_file"].endswith("3f.toml")
     assert r.headers["x-content-sha256"] == hashlib.sha256(r.content).hexdigest()
-    pdf = aud.get(QUERY + "pdf&lang=ja")
+    pdf = aud.get(QUERY + "pdf&lang=ja", timeout=SLOW)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert "attachment" in pdf.headers["content-disposition"]
-    z = zipfile.ZipFile(io.BytesIO(aud.get(QUERY + "csv").content))
+    z = zipfile.ZipFile(io.BytesIO(aud.get(QUERY + "csv", timeout=SLOW).content))
     assert "violations.csv" in z.namelist()
-    html = aud.get(QUERY + "html")
+    html = aud.get(QUERY + "html", timeout=SLOW)
     assert html.headers["content-type"].startswith("text/html")
     assert "script-src" not in html.headers["content-security-policy"]
     assert "<svg" in html.text
@@ -111,7 +112,8 @@ def test_auditors_and_admins_get_reports_svs_and_anonymous_do_not(live: Any) -> 
     assert aud.get("/reports/daily?date=26-11-2026").status_code == 422
 
     admin = console.login("admin1")
-    assert admin.get(QUERY + "json").json() ["floors"][0]["summary"] == f["summary"]
+    assert admin.get(QUERY + "json", timeout=SLOW).json()["floors"][0]["summary"] == \
+        f["summary"]
 
 
 def test_archive_is_read_only_listed_with_its_digest_and_checkable(live: Any,
@@ -121,7 +123,7 @@ def test_archive_is_read_only_listed_with_its_digest_and_checkable(live: Any,
     assert aud.post("/reports/archive", data={"date": "2026-11-26", "format": "pdf",
                                               "lang": "ja"}).status_code == 403  # no CSRF
     page = aud.post("/reports/archive", data={"csrf": csrf_of(aud), "date": "2026-11-26",
-                                              "format": "json", "lang": "en"})
+                                              "format": "json", "lang": "en"}, timeout=SLOW)
     assert page.status_code == 200, page.text
     engine = open_store(console.db_url)
     with engine.connect() as conn:
@@ -175,7 +177,7 @@ def test_cli_writes_the_report_from_the_store(live: Any, tmp_path: Path) -> None
     assert f["settings"]["max_operators_per_sv"] == 2
     pdf = tmp_path / "r.pdf"
     res = floorguard("report", "daily", "--date", "2026-11-26", "--format", "pdf", "-o",
-                     str(pdf), "--db", console.db_url, "--lang", "ja", "--deep")
+                     str(pdf), "--db", console.db_url, "--lang", "ja", "--deep", timeout=SLOW)
     assert res.returncode == 0, res.stderr
     assert pdf.read_bytes().startswith(b"%PDF")
     res = floorguard("report", "daily", "--date", "yesterday", "--format", "json",

@@ -22,8 +22,8 @@ from ...events import FIELDS, GENESIS, record_hash
 from ..schema import agents, events
 from . import sources
 from .mapping import load_mapping
-from .rollup import USB_RECOGNITIONS, is_device_rule
-from .store import report_counts, report_slots
+from .rollup import USB_EXCEPTION, USB_RECOGNITIONS, is_device_rule
+from .store import report_counts, report_marks, report_slots
 
 SCHEMA_ID = "floorguard.report.daily/1"
 HOUR_US = 3600 * 1_000_000
@@ -169,18 +169,19 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
             "last_heard": w.local(heard["last"]) if heard else None})
 
     # --- the listed kinds, by indexed range queries ------------------------------------
-    # usb.allowed is common (every headset); only device-rule exceptions are listed, so
-    # the store narrows them by text before any JSON is decoded. Two queries, so each
-    # stays a range scan of the (kind, ts_us) index.
+    # usb.allowed is common (every headset): the device-rule exceptions to list were
+    # marked at ingest, so they are found without reading every usb.allowed of the day.
     in_day_ev = (events.c.ts_us >= w.start_us, events.c.ts_us < w.end_us)
     listed = [r for r in conn.execute(
         sa.select(*_EVENT_COLS).where(
             events.c.kind.in_([k for k in LIST_KINDS if k != "usb.allowed"]), *in_day_ev))
         if on_floor(r)]
-    listed += [r for r in conn.execute(
-        sa.select(*_EVENT_COLS).where(
-            events.c.kind == "usb.allowed", *in_day_ev,
-            sa.cast(events.c.details, sa.Text).like('%"usb.device%'))) if on_floor(r)]
+    rm = report_marks.c
+    listed += conn.execute(
+        sa.select(*_EVENT_COLS).select_from(report_marks.join(
+            events, sa.and_(events.c.agent == rm.agent, events.c.seq == rm.seq)))
+        .where(rm.floor == floor, rm.mark == USB_EXCEPTION, rm.ts_us >= w.start_us,
+               rm.ts_us < w.end_us)).all()
     listed.sort(key=lambda r: (r.ts_us, r.agent, r.seq))
     by_kind: dict[str, list[Any]] = defaultdict(list)
     for r in listed:

@@ -20,9 +20,10 @@ from sqlalchemy.engine import Connection
 from ...events import GENESIS, record_hash
 from ..ingest import ts_to_us
 from ..schema import agents, events
-from .store import SLOT_US, report_counts, report_slots
+from .store import SLOT_US, report_counts, report_marks, report_slots
 
 USB_RECOGNITIONS = ("storage", "phone", "network")
+USB_EXCEPTION = "usb_exception"
 
 
 def usb_blocked_kind(details: dict[str, Any]) -> str:
@@ -163,6 +164,7 @@ def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, An
     agent_floor = floor if floor is not None else _floor_of(conn, agent_id)
     counts: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
     slots: dict[int, dict[str, Any]] = {}
+    marks: list[dict[str, Any]] = []
     cache: dict[str, str] = {}
     faults = chain_faults(conn, agent_id, records) if from_agent else {}
     for rec in records:
@@ -176,6 +178,9 @@ def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, An
         c = counts[key]
         c[0] += 1
         c[1] += pages_of(kind, details)
+        if key[-1] == "device_rule":
+            marks.append({"agent": agent_id, "seq": int(rec["seq"]), "floor": fl,
+                          "mark": USB_EXCEPTION, "ts_us": ts_us})
         if not from_agent:
             continue
         s = slots.get(slot)
@@ -197,6 +202,8 @@ def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, An
             for k, v in sorted(counts.items())]
     _upsert(conn, report_counts, rows, names, {"n": _add("n"), "pages": _add("pages")})
     _upsert_slots(conn, list(slots.values()))
+    if marks:
+        conn.execute(report_marks.insert(), marks)
 
 
 def _upsert_slots(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -43,6 +43,19 @@ report_slots = sa.Table(
     sa.Index("report_slots_floor_slot", "floor", "slot_us"),
 )
 
+# Events to list that their kind alone does not select (a usb.allowed let in by a device
+# rule, among the many allowed by class), marked at ingest so the report finds them by
+# floor and time without reading every usb.allowed of the day.
+report_marks = sa.Table(
+    "report_marks", metadata,
+    sa.Column("agent", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("floor", sa.String(255), nullable=False),
+    sa.Column("mark", sa.String(32), nullable=False),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Index("report_marks_floor_mark_ts", "floor", "mark", "ts_us"),
+)
+
 report_archive = sa.Table(
     "report_archive", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -44,6 +44,15 @@ def upgrade() -> None:
     )
     op.create_index("report_slots_floor_slot", "report_slots", ["floor", "slot_us"])
     op.create_table(
+        "report_marks",
+        sa.Column("agent", sa.String(64), primary_key=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("floor", sa.String(255), nullable=False),
+        sa.Column("mark", sa.String(32), nullable=False),
+        sa.Column("ts_us", sa.BigInteger, nullable=False),
+    )
+    op.create_index("report_marks_floor_mark_ts", "report_marks", ["floor", "mark", "ts_us"])
+    op.create_table(
         "report_archive",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("day", sa.String(10), nullable=False),
@@ -66,5 +75,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("reports_events_kind_ts", "events")
     op.drop_table("report_archive")
+    op.drop_table("report_marks")
     op.drop_table("report_slots")
     op.drop_table("report_counts")
