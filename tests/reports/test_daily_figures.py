@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from floorguard.console.reports.daily import build_report
 from floorguard.console.reports.render import render
+from tests.reports import fixture_day
 from tests.reports.fixture_day import A1, A2, A3, A4, B1, FLOOR, P0, P1, P2
 
 DAY = date(2026, 11, 26)
@@ -259,3 +260,32 @@ def test_day_is_counted_in_the_floor_time_zone(store: Engine, tz: str, start: st
     # In UTC the day ends at 09:00 Tokyo on the 27th, so A2's 00:10 lock falls inside it
     # and A1's whole morning (before 09:00 Tokyo = 00:00 UTC) still does too.
     assert f["controls"]["idle"]["locked"] == (3 if tz == "Asia/Tokyo" else 4)
+
+
+def test_ratio_by_hour_and_acknowledgements_when_their_sources_answer(store: Engine) -> None:
+    from floorguard.console.reports.daily import build_floor
+    from floorguard.console.reports.sources import Acknowledgement, FloorSettings
+
+    def one_sv_until_noon(_conn: Any, _floor: str, hours: list[int]) -> list[int]:
+        return [1 if i < 12 else 2 for i in range(len(hours))]
+
+    def acks(_conn: Any, keys: list[tuple[str, int]]) -> dict[Any, Acknowledgement]:
+        return {(A1, 4): Acknowledgement("sv1", fixture_day.us("09:12:00"))}
+
+    with store.connect() as conn:
+        f = build_floor(conn, DAY, FLOOR, settings=FloorSettings(max_operators_per_sv=2),
+                        now_us=lambda: NOW, sv_on_duty=one_sv_until_noon,
+                        acknowledgements=acks)
+    h = {x["hour"]: x for x in f["hourly"]}
+    # 09:00 has alice, bob and dave for one SV allowed two: over; 13:00 has 2 for 2 SVs.
+    assert (h[9]["operators"], h[9]["svs_on_duty"], h[9]["operators_per_sv"],
+            h[9]["over_ratio"]) == (3, 1, 3.0, True)
+    assert (h[13]["operators"], h[13]["svs_on_duty"], h[13]["operators_per_sv"],
+            h[13]["over_ratio"]) == (2, 2, 1.0, False)
+    assert h[3]["operators_per_sv"] == 0.0 and h[3]["over_ratio"] is False
+    assert f["sources"]["sv_on_duty"] == "console"
+    assert f["summary"]["violations_acknowledged"] == 1
+    v = {(x["agent"], x["seq"]): x for x in f["violations"]}
+    assert (v[(A1, 4)]["acknowledged"], v[(A1, 4)]["acknowledged_by"],
+            v[(A1, 4)]["acknowledged_at"]) == (True, "sv1", t("09:12:00"))
+    assert v[(A1, 5)]["acknowledged"] is False and v[(A1, 5)]["acknowledged_by"] is None

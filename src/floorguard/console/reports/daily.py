@@ -100,8 +100,13 @@ _EVENT_COLS = (events.c.agent, events.c.seq, events.c.ts_us, events.c.seat, even
 
 def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                 settings: sources.FloorSettings | None = None, deep: bool = False,
-                now_us: Callable[[], int] | None = None) -> dict[str, Any]:
-    """The report of one floor and local day, as plain JSON-ready data."""
+                now_us: Callable[[], int] | None = None,
+                acknowledgements: Callable[..., Any] = sources.acknowledgements,
+                sv_on_duty: Callable[..., Any] = sources.sv_on_duty) -> dict[str, Any]:
+    """The report of one floor and local day, as plain JSON-ready data.
+
+    ``acknowledgements`` and ``sv_on_duty`` are the adapters for facts kept outside the
+    events table (see ``sources``)."""
     from ..db import now_us as clock
 
     now = (now_us or clock)()
@@ -199,7 +204,7 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                                       events.c.ts_us >= w.start_us,
                                       events.c.ts_us < w.end_us)
         .order_by(events.c.ts_us, events.c.agent, events.c.seq)) if on_floor(r)]
-    acks = sources.acknowledgements(conn, [(r.agent, int(r.seq)) for r in violations_rows])
+    acks = acknowledgements(conn, [(r.agent, int(r.seq)) for r in violations_rows])
     violations = []
     for r in violations_rows:
         v = _event_row(w, r)
@@ -275,7 +280,7 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
     for h in hourly_rows:
         hour_ops[int(h.hour)] = _int(h.operators)
         hour_events[int(h.hour)] = [_int(h.n), _int(h.violations)]
-    duty = sources.sv_on_duty(conn, floor, hours)
+    duty = sv_on_duty(conn, floor, hours)
     breach_events: dict[int, int] = defaultdict(int)
     for r in by_kind["floor.sv_ratio_exceeded"]:
         breach_events[(r.ts_us - w.start_us) // HOUR_US] += 1
