@@ -187,7 +187,7 @@ def load(engine: Engine, client: Any) -> None:
                   {"agent": A3, "seq": 4, "why": "hash does not match"},
                   severity="violation")
     console_event(engine, 2, "agent.silent", "11:05:00",
-                  {"agent": A3, "since": local("11:00:00")})
+                  {"agent": A3, "last_seen": local("11:00:00")})
     console_event(engine, 3, "agent.recovered", "12:30:00", {"agent": A3})
     console_event(engine, 4, "floor.sv_ratio_exceeded", "14:10:00",
                   {"floor": FLOOR, "operators": 12, "svs": 1, "max_operators_per_sv": 10},

@@ -415,7 +415,9 @@ def silent_periods_of(w: Window, rows: Iterable[Any], until_us: int,
         aid = _subject(r)
         if r.kind == "agent.silent":
             d = r.details or {}
-            since = _us_from_text(d.get("since")) or int(r.ts_us)
+            # The silence began when the agent was last heard, if the event says so.
+            since = (_us_from_text(d.get("last_seen")) or _us_from_text(d.get("since"))
+                     or int(r.ts_us))
             open_since.setdefault(aid, since)
         elif aid in open_since:
             spans.append((aid, open_since.pop(aid), int(r.ts_us)))
