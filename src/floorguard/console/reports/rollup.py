@@ -61,22 +61,35 @@ def slot_of(ts_us: int) -> int:
     return ts_us - ts_us % SLOT_US
 
 
+_UPSERT_SQL: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
 def _upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]],
             keys: list[str], set_: dict[str, Any]) -> None:
     if not rows:
         return
     dialect = conn.dialect.name
-    ins: Any
-    if dialect == "postgresql":
-        ins = postgresql.insert(table)
-    elif dialect == "sqlite":
-        ins = sqlite.insert(table)
-    else:  # pragma: no cover - only the two dialects are supported
-        raise RuntimeError(f"unsupported dialect {dialect}")
-    stmt = ins.on_conflict_do_update(index_elements=keys,
-                                     set_={k: v(table, ins.excluded, dialect)
-                                           for k, v in set_.items()})
-    conn.execute(stmt, rows)
+    cached = _UPSERT_SQL.get((dialect, table.name))
+    if cached is None:
+        ins: Any
+        if dialect == "postgresql":
+            ins = postgresql.insert(table)
+        elif dialect == "sqlite":
+            ins = sqlite.insert(table)
+        else:  # pragma: no cover - only the two dialects are supported
+            raise RuntimeError(f"unsupported dialect {dialect}")
+        stmt = ins.on_conflict_do_update(index_elements=keys,
+                                         set_={k: v(table, ins.excluded, dialect)
+                                               for k, v in set_.items()})
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=[c.name for c in table.c])
+        order = tuple(compiled.positiontup) if compiled.positional and \
+            compiled.positiontup else None
+        cached = _UPSERT_SQL[(dialect, table.name)] = (str(compiled), order)
+    sql, order = cached
+    # Compiled once, then plain values to the driver: SQLAlchemy's per-row parameter
+    # processing would cost more than the upsert itself at ingest rates.
+    params: Any = [tuple(r[k] for k in order) for r in rows] if order else rows
+    conn.exec_driver_sql(sql, params)
 
 
 def _add(col: str) -> Any:
