@@ -75,8 +75,10 @@ PLAN: dict[str, list[tuple[str, str | None, str, str, str, dict[str, Any]]]] = {
         ("09:00:01", "bob", "agent", "agent.policy_loaded", "info",
          {"hash": P1, "previous": None, "source": "/etc/floorguard/policy.toml"}),
         ("09:05:00", "bob", "usb", "usb.blocked", "violation", {"recognition": "hid-gadget"}),
-        ("10:00:00", "bob", "print", "print.held", "info", {"job": 21, "pages": 2}),
-        ("10:45:00", "bob", "print", "print.expired", "info", {"job": 21, "pages": 2}),
+        ("10:00:00", "bob", "print", "print.held", "info", {"job_id": 21, "pages": 2}),
+        # an expiry does not repeat the page count: the report takes the held job's
+        ("10:45:00", "bob", "print", "print.expired", "info",
+         {"job_id": 21, "queue": "floor1", "expire_after": 1800.0}),
         ("13:00:00", "carol", "processes", "processes.flagged", "warning", {"name": "obs"}),
         ("13:00:05", "carol", "processes", "processes.killed", "violation", {"name": "obs"}),
         ("14:00:00", "carol", "network", "network.flagged", "violation", {"dest": "x"}),

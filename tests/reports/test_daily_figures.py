@@ -104,7 +104,7 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
         {**job, "time": t("10:35:00"), "agent": A1, "seq": 10, "seat": "T-01",
          "user": "alice", "kind": "print.approved", "job": "11", "pages": 3, "by": "sv1"},
         {**job, "time": t("10:45:00"), "agent": A2, "seq": 5, "seat": "T-02", "user": "bob",
-         "kind": "print.expired", "job": "21", "pages": 2},
+         "kind": "print.expired", "job": "21", "pages": 2, "queue": "floor1"},
         {**job, "time": t("14:30:00"), "agent": A1, "seq": 13, "seat": "T-01", "user": "bob",
          "kind": "print.held", "job": "12", "pages": 5},
         {**job, "time": t("14:40:00"), "agent": A1, "seq": 14, "seat": "T-01", "user": "bob",

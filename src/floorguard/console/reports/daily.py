@@ -302,11 +302,21 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
     def print_row(r: Any) -> dict[str, Any]:
         d = r.details or {}
         pages = d.get("pages")
+        job = d.get("job_id", d.get("job"))
         return {"time": w.local(r.ts_us), "agent": r.agent, "seq": int(r.seq), "seat": r.seat,
-                "user": r.user, "kind": r.kind,
-                "job": str(d.get("job", "")) if d.get("job") is not None else None,
+                "user": r.user, "kind": r.kind, "job": None if job is None else str(job),
                 "title": d.get("title"), "queue": d.get("queue"),
-                "pages": pages if isinstance(pages, int) else None, "by": d.get("by")}
+                "pages": pages if isinstance(pages, int) and not isinstance(pages, bool)
+                else None, "by": d.get("by")}
+
+    jobs = [print_row(r) for k in PRINT_KINDS for r in by_kind[k]]
+    jobs.sort(key=lambda j: (j["time"], j["agent"], j["seq"]))
+    # A decision that does not repeat the page count (an expiry) takes the held job's.
+    held_pages = {(j["agent"], j["job"]): j["pages"] for j in jobs
+                  if j["kind"] == "print.held" and j["job"] is not None}
+    for j in jobs:
+        if j["pages"] is None:
+            j["pages"] = held_pages.get((j["agent"], j["job"]))
 
     approved_by: dict[str, int] = defaultdict(int)
     for (_c, k, _s, sb), nv in totals.items():
@@ -321,16 +331,17 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                                if is_device_rule(r.details or {})]},
         "idle": {"locked": total("idle.locked"), "lock_failed": total("idle.lock_failed"),
                  "lock_failures": [_event_row(w, r) for r in by_kind["idle.lock_failed"]]},
-        "print": {**{k.split(".")[1]: {"jobs": total(k), "pages": total(k, what=1)}
+        "print": {**{k.split(".")[1]: {"jobs": total(k),
+                                       "pages": sum(j["pages"] or 0 for j in jobs
+                                                    if j["kind"] == k)}
                      for k in PRINT_KINDS},
                   "approved_by": dict(sorted(approved_by.items())),
-                  "jobs": [print_row(r) for k in PRINT_KINDS for r in by_kind[k]]},
+                  "jobs": jobs},
         "files": {"flagged": total("files.flagged")},
         "processes": {"flagged": total("processes.flagged"),
                       "killed": total("processes.killed")},
         "network": {"flagged": total("network.flagged")},
     }
-    controls["print"]["jobs"].sort(key=lambda j: (j["time"], j["agent"], j["seq"]))
 
     unavailable = []
     for r in by_kind["agent.control_unavailable"]:
