@@ -4,8 +4,9 @@ Floor "3F north" (Asia/Tokyo), 2026-11-26:
 - A1 at seat T-01: alice in the morning, bob in the afternoon; a policy change at 11:00.
 - A2 at seat T-02: bob in the morning (bob hot-desks), carol in the afternoon; heartbeats
   at 20:00 and 21:00; one event at 23:50 (inside the day) and one at 00:10 the next day.
-- A3 at seat T-03: dave; record 4 altered after it was hashed, record 5 never arrives;
-  silent from 11:00 to 12:30.
+- A3 at seat T-03: dave; record 4 altered after it was hashed (the console records
+  agent.chain_broken when it ingests it, i.e. on the day the test runs), record 5 never
+  arrives; last heartbeat 10:59:30, found silent at 11:05, recovered at 12:30.
 - A4 at seat T-04: enrolled, never heard.
 Floor "2F south": B1 at seat S-01 with one violation (must not leak into 3F north).
 """
@@ -21,9 +22,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 
 from floorguard.console.auth import sha256_hex
+from floorguard.console.console_events import record_console_event
 from floorguard.console.ingest import ts_to_us
-from floorguard.console.reports.rollup import apply_ingest, note_heartbeats
-from floorguard.console.schema import agents, events
+from floorguard.console.presence import check_silent, heartbeat
+from floorguard.console.schema import agents
 from floorguard.events import GENESIS, record_hash, rfc3339
 
 DAY = "2026-11-26"
@@ -139,18 +141,11 @@ def previous_day_policy(client: Any) -> None:
     return rec  # type: ignore[return-value]
 
 
-def console_event(engine: Engine, seq: int, kind: str, hhmm: str, details: dict[str, Any],
-                  control: str = "agent", severity: str = "warning") -> None:
-    """An event the console makes itself (silence, chain break, ratio), stored the way a
-    console-side writer stores it and rolled up through the same plain function."""
-    rec = {"id": str(uuid.uuid4()), "seq": seq, "ts": local(hhmm), "agent": "console",
-           "host": "console", "seat": "", "user": None, "control": control, "kind": kind,
-           "severity": severity, "policy": "", "details": details, "prev": GENESIS}
-    rec["hash"] = record_hash(rec)
+def console_event(engine: Engine, kind: str, hhmm: str, details: dict[str, Any],
+                  severity: str = "warning") -> None:
+    """An event the console makes itself, through the console's own writer."""
     with engine.begin() as conn:
-        conn.execute(events.insert().values(**rec, ts_us=ts_to_us(rec["ts"]),
-                                            received_us=ts_to_us(rec["ts"])))
-        apply_ingest(conn, "console", [rec], from_agent=False)
+        record_console_event(conn, kind, severity, details, now=us(hhmm) / 1e6)
 
 
 def post(client: Any, agent: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -184,13 +179,13 @@ def load(engine: Engine, client: Any) -> None:
     post(client, A3, [*a3[:3], tampered, a3[5]])  # seq 5 never arrives
     post(client, B1, journal(B1))
     with engine.begin() as conn:
-        note_heartbeats(conn, A2, [us("20:00:00"), us("20:30:00"), us("21:05:00")])
-    console_event(engine, 1, "agent.chain_broken", "10:31:00",
-                  {"agent": A3, "seq": 4, "why": "hash does not match"},
-                  severity="violation")
-    console_event(engine, 2, "agent.silent", "11:05:00",
-                  {"agent": A3, "last_seen": local("11:00:00")})
-    console_event(engine, 3, "agent.recovered", "12:30:00", {"agent": A3})
-    console_event(engine, 4, "floor.sv_ratio_exceeded", "14:10:00",
+        # A3 heartbeats, then goes quiet: the console's silence check finds it at 11:05,
+        # and its next heartbeat at 12:30 records the recovery.
+        heartbeat(conn, A3, "running", {"interval": 30}, us("10:59:30"))
+        check_silent(conn, us("11:05:00"))
+        heartbeat(conn, A3, "running", {"interval": 30}, us("12:30:00"))
+        for t in ("20:00:00", "20:30:00", "21:05:00"):
+            heartbeat(conn, A2, "running", {"interval": 30}, us(t))
+    console_event(engine, "floor.sv_ratio_exceeded", "14:10:00",
                   {"floor": FLOOR, "operators": 12, "svs": 1, "max_operators_per_sv": 10},
-                  control="floor", severity="violation")
+                  severity="violation")

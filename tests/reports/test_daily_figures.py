@@ -49,9 +49,10 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
     assert f["window"] == {"start": t("00:00:00"), "end": "2026-11-27T00:00:00+09:00"}
 
     # A1 15 records in the day (its seq 1 is from the 25th) + A2 10 (its 11th is after
-    # midnight) + A3 5 (seq 5 never arrived) + 4 made by the console.
+    # midnight) + A3 5 (seq 5 never arrived) + 3 the console made that day (silent,
+    # recovered, ratio; its chain_broken is dated when it ingested the altered record).
     assert f["summary"] == {
-        "agents_expected": 4, "agents_reporting": 3, "events": 34, "violations": 10,
+        "agents_expected": 4, "agents_reporting": 3, "events": 33, "violations": 10,
         "violations_acknowledged": None, "usb_blocked": 5, "idle_locked": 3,
         "prints_approved": 1, "silent_periods": 1, "chains_verified": 2,
         "chains_with_faults": 1, "policy_changes": 4, "sv_ratio_exceeded": 1}
@@ -66,14 +67,16 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
         {"agent": A2, "host": "pc-t-02", "seat": "T-02", "expected": True, "reporting": True,
          "hours_heard": 8, "events": 10, "heartbeats": 3, "first_heard": t("09:00:00"),
          "last_heard": t("23:45:00")},
+        # hours 9, 10, 13 from events and 12 from the heartbeat that ended its silence
         {"agent": A3, "host": "pc-t-03", "seat": "T-03", "expected": True, "reporting": True,
-         "hours_heard": 3, "events": 5, "heartbeats": 0, "first_heard": t("09:00:00"),
+         "hours_heard": 4, "events": 5, "heartbeats": 2, "first_heard": t("09:00:00"),
          "last_heard": t("13:00:00")},
         {"agent": A4, "host": "pc-t-04", "seat": "T-04", "expected": True, "reporting": False,
          "hours_heard": 0, "events": 0, "heartbeats": 0, "first_heard": None,
          "last_heard": None}]
-    assert cov["silent_periods"] == [{"agent": A3, "seat": "T-03", "start": t("11:00:00"),
-                                      "end": t("12:30:00"), "minutes_in_day": 90.0}]
+    # from its last heartbeat to the heartbeat that recovered it
+    assert cov["silent_periods"] == [{"agent": A3, "seat": "T-03", "start": t("10:59:30"),
+                                      "end": t("12:30:00"), "minutes_in_day": 90.5}]
     assert cov["controls_unavailable"] == [{"time": t("15:00:00"), "agent": A2,
                                             "seat": "T-02", "control": "print",
                                             "reason": "cupsd not reachable"}]
@@ -131,8 +134,8 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
         {**zero, "user": "dave", "seats": ["T-03"], "events": 5, "warnings": 0,
          "violations": 1, "usb.blocked": 1, "idle.locked": 2}]
     assert f["seats"] == [
-        # the console's own events have no seat
-        {**zero, "seat": "", "users": [], "events": 4, "warnings": 2, "violations": 2},
+        # the console's ratio finding is about the floor, not a seat
+        {**zero, "seat": "", "users": [], "events": 1, "warnings": 0, "violations": 1},
         {**zero, "seat": "T-01", "users": ["alice", "bob"], "events": 15, "warnings": 1,
          "violations": 4, "usb.blocked": 3, "usb.allowed": 2, "idle.locked": 1,
          "idle.lock_failed": 1, "print.held": 2, "print.approved": 1, "print.denied": 1,
@@ -141,14 +144,15 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
          "violations": 3, "usb.blocked": 1, "print.held": 1, "print.expired": 1,
          "files.flagged": 1, "processes.flagged": 1, "processes.killed": 1,
          "network.flagged": 1},
-        {**zero, "seat": "T-03", "users": ["dave"], "events": 5, "warnings": 0,
-         "violations": 1, "usb.blocked": 1, "idle.locked": 2}]
+        # + the console's agent.silent (a violation) and agent.recovered for the seat
+        {**zero, "seat": "T-03", "users": ["dave"], "events": 7, "warnings": 0,
+         "violations": 2, "usb.blocked": 1, "idle.locked": 2}]
 
     hours = {h["hour"]: h for h in f["hourly"]}
     assert len(f["hourly"]) == 24
     busy = {i: (h["events"], h["violations"], h["operators"], h["ratio_exceeded_events"])
             for i, h in hours.items() if h["events"]}
-    assert busy == {9: (11, 3, 3, 0), 10: (8, 2, 3, 0), 11: (2, 0, 1, 0), 12: (1, 0, 0, 0),
+    assert busy == {9: (11, 3, 3, 0), 10: (7, 1, 3, 0), 11: (2, 1, 1, 0), 12: (1, 0, 0, 0),
                     13: (3, 1, 2, 0), 14: (5, 3, 2, 1), 15: (2, 0, 2, 0), 16: (1, 1, 1, 0),
                     23: (1, 0, 0, 0)}
     assert all(h["svs_on_duty"] is None and h["operators_per_sv"] is None
@@ -184,9 +188,7 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
         {"agent": A3, "seat": "T-03", "records": 5, "first_seq": 1, "last_seq": 6,
          "missing": 1, "bad_hash": 1, "bad_link": 0, "first_bad_seq": 4,
          "verified": False}]
-    assert integ["chain_broken_events"] == [ev(
-        "10:31:00", "console", 1, "", None, "agent", "agent.chain_broken", "violation",
-        {"agent": A3, "seq": 4, "why": "hash does not match"})]
+    assert integ["chain_broken_events"] == []  # recorded on the day it was ingested
 
     assert [(v["time"], v["agent"], v["seq"], v["seat"], v["user"], v["kind"])
             for v in f["violations"]] == [
@@ -194,7 +196,7 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
         (t("09:10:00"), A1, 4, "T-01", "alice", "usb.blocked"),
         (t("09:20:00"), A1, 5, "T-01", "alice", "usb.blocked"),
         (t("10:30:00"), A3, 4, "T-03", "dave", "usb.blocked"),
-        (t("10:31:00"), "console", 1, "", None, "agent.chain_broken"),
+        (t("11:05:00"), "console", 2, "T-03", None, "agent.silent"),
         (t("13:00:05"), A2, 7, "T-02", "carol", "processes.killed"),
         (t("14:00:00"), A1, 12, "T-01", "bob", "usb.blocked"),
         (t("14:00:00"), A2, 8, "T-02", "carol", "network.flagged"),
@@ -210,7 +212,7 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
     assert counts[("usb.allowed", "class")] == (1, 0)
     assert counts[("print.approved", "sv1")] == (1, 3)
     assert counts[("print.denied", "sv2")] == (1, 5)
-    assert sum(r["n"] for r in f["counts"]) == 34
+    assert sum(r["n"] for r in f["counts"]) == 33
 
     assert [m["control"] for m in f["mapping"]] == ["usb", "idle", "print", "files",
                                                     "processes", "network", "floor", "agent"]
@@ -289,3 +291,27 @@ def test_ratio_by_hour_and_acknowledgements_when_their_sources_answer(store: Eng
     assert (v[(A1, 4)]["acknowledged"], v[(A1, 4)]["acknowledged_by"],
             v[(A1, 4)]["acknowledged_at"]) == (True, "sv1", t("09:12:00"))
     assert v[(A1, 5)]["acknowledged"] is False and v[(A1, 5)]["acknowledged_by"] is None
+
+
+def test_the_console_records_the_altered_record_on_the_day_it_ingests_it(
+        store: Engine) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    import sqlalchemy as sa
+
+    from floorguard.console.schema import events
+
+    with store.connect() as conn:
+        ts_us = conn.execute(sa.select(events.c.ts_us).where(
+            events.c.kind == "agent.chain_broken")).scalar_one()
+        day = datetime.fromtimestamp(ts_us / 1e6, ZoneInfo("Asia/Tokyo")).date()
+        doc = build_report(conn, day, [FLOOR], now_us=lambda: NOW)
+    f = doc["floors"][0]
+    broken = f["integrity"]["chain_broken_events"]
+    assert [(e["details"]["agent"], e["details"]["from_seq"], e["details"]["reason"])
+            for e in broken] == [(A3, 4, "altered")]
+    assert f["integrity"]["all_verified"] is False
+    assert [v["kind"] for v in f["violations"]] == ["agent.chain_broken"]
+    # counted through the same rollup as every other event of that day
+    assert f["summary"]["events"] == 1

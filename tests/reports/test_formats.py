@@ -59,7 +59,7 @@ def test_csv_zip_parses_back_to_the_json(store: Engine) -> None:
     # a few figures read straight from the files, as an auditor's spreadsheet would
     coverage = list(csv.DictReader(io.StringIO(z.read("coverage.csv").decode())))
     a3 = next(r for r in coverage if r["agent"] == A3)
-    assert (a3["hours_heard"], a3["events"], a3["reporting"]) == ("3", "5", "true")
+    assert (a3["hours_heard"], a3["events"], a3["reporting"]) == ("4", "5", "true")
     integrity = list(csv.DictReader(io.StringIO(z.read("integrity.csv").decode())))
     assert [r["verified"] for r in integrity if r["floor"] == FLOOR] == ["true", "true",
                                                                          "false"]

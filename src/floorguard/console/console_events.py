@@ -80,4 +80,8 @@ def record_console_event(
     row["ts_us"] = int(ts * 1_000_000)
     row["received_us"] = row["ts_us"]
     conn.execute(events.insert().values(**row))
+    # The daily report counts console-made events with the agents' own (same transaction).
+    from .reports.rollup import apply_ingest
+
+    apply_ingest(conn, CONSOLE_AGENT, [row], from_agent=False)
     return rec

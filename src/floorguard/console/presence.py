@@ -59,6 +59,10 @@ def heartbeat(conn: Connection, agent_id: str, state: str, status: dict[str, Any
     if row.linked is None:
         link_row(conn, agent_id)
     conn.execute(agent_link.update().where(agent_link.c.agent == agent_id).values(**values))
+    # A heartbeat counts towards the hours the daily report says the agent was heard.
+    from .reports.rollup import note_heartbeats
+
+    note_heartbeats(conn, agent_id, [now_us], floor=str(row.floor))
     if row.silent_us is not None:
         cleared = conn.execute(agent_link.update().where(
             agent_link.c.agent == agent_id, agent_link.c.silent_us.is_not(None))

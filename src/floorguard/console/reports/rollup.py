@@ -227,9 +227,11 @@ def _upsert_slots(conn: Connection, rows: list[dict[str, Any]]) -> None:
         "first_bad_seq": _least("first_bad_seq")})
 
 
-def note_heartbeats(conn: Connection, agent_id: str, times_us: Iterable[int]) -> None:
-    """Count heartbeats towards the hours an agent was heard (heartbeats are not events)."""
-    floor = _floor_of(conn, agent_id) or ""
+def note_heartbeats(conn: Connection, agent_id: str, times_us: Iterable[int],
+                    floor: str | None = None) -> None:
+    """Count heartbeats towards the hours an agent was heard (heartbeats are not events).
+    ``floor`` saves a lookup when the caller has already read the agent's row."""
+    floor = floor if floor is not None else (_floor_of(conn, agent_id) or "")
     per_slot: dict[int, int] = defaultdict(int)
     for t in times_us:
         per_slot[slot_of(int(t))] += 1
