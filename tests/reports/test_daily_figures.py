@@ -315,3 +315,20 @@ def test_the_console_records_the_altered_record_on_the_day_it_ingests_it(
     assert [v["kind"] for v in f["violations"]] == ["agent.chain_broken"]
     # counted through the same rollup as every other event of that day
     assert f["summary"]["events"] == 1
+
+
+def test_floor_settings_come_from_the_policy_the_console_holds(empty_store: Engine) -> None:
+    from floorguard.console.floor_policy import store as store_policy
+    from floorguard.console.reports.daily import build_floor
+
+    text = '[floor]\nname = "3F north"\nmax_operators_per_sv = 7\ntimezone = "UTC"\n'
+    with empty_store.begin() as conn:
+        _policy, problems = store_policy(conn, FLOOR, text, "floor3.toml", "admin1")
+        assert problems == []
+    with empty_store.connect() as conn:
+        f = build_floor(conn, DAY, FLOOR, now_us=lambda: NOW)
+        other = build_floor(conn, DAY, "2F south", now_us=lambda: NOW)
+    assert f["timezone"] == "UTC" and f["settings"] == {
+        "max_operators_per_sv": 7, "policy_file": "console: floor3.toml"}
+    assert other["timezone"] == "Asia/Tokyo"
+    assert other["settings"]["max_operators_per_sv"] is None

@@ -110,7 +110,7 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
     from ..db import now_us as clock
 
     now = (now_us or clock)()
-    settings = settings or sources.floor_settings(floor)
+    settings = settings or sources.floor_settings(floor, conn=conn)
     w = Window.of(day, settings.timezone)
     hours = w.hours()
 

@@ -3,8 +3,9 @@
 Each adapter answers ``None`` when its source is not kept by this console, and the report
 then says "not recorded" rather than guessing:
 
-- ``floor_settings``: a floor's time zone and SV ratio, from the floor policy files the
-  console is pointed at (``FLOORGUARD_REPORT_POLICIES``, the same files the agents run).
+- ``floor_settings``: a floor's time zone and SV ratio, from the policy the console holds
+  for the floor, else from the floor policy files the console is pointed at
+  (``FLOORGUARD_REPORT_POLICIES``, the same files the agents run).
 - ``acknowledgements``: which violations an SV acknowledged, and who and when.
 - ``sv_on_duty``: how many SVs were on duty on a floor in each hour.
 """
@@ -40,23 +41,37 @@ def policies_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def floor_settings(floor: str, policies: Path | None = None) -> FloorSettings:
-    """The floor's ``[floor]`` table from the first policy file whose name matches.
+def _from_policy(policy: Any, source: str) -> FloorSettings:
+    table = policy.get("floor")
+    return FloorSettings(timezone=str(table.get("timezone") or DEFAULT_TIMEZONE),
+                         max_operators_per_sv=table.get("max_operators_per_sv"),
+                         source=source)
 
-    A policy file that does not load is an error naming the file (a report in the wrong
+
+def floor_settings(floor: str, policies: Path | None = None,
+                   conn: Connection | None = None) -> FloorSettings:
+    """The floor's ``[floor]`` table: from the policy the console holds for the floor
+    (what its agents fetch), else from the first policy file whose name matches.
+
+    A policy that does not load is an error naming the file (a report in the wrong
     time zone would be silently wrong)."""
-    from ...policy import load_policy, policy_files
+    from ...policy import load_policy, parse_policy, policy_files
 
+    if conn is not None:
+        from ..floor_policy import for_floor
+
+        held = for_floor(conn, floor)
+        if held is not None:
+            policy = parse_policy(str(held["text"]), str(held["source"]))
+            if policy.has("floor"):
+                return _from_policy(policy, f"console: {held['source']}")
     folder = policies if policies is not None else policies_dir()
     if folder is None:
         return FloorSettings()
     for path in policy_files([folder]):
         policy = load_policy(path)
-        table = policy.get("floor")
-        if policy.has("floor") and table.get("name", "") == floor:
-            return FloorSettings(timezone=str(table.get("timezone") or DEFAULT_TIMEZONE),
-                                 max_operators_per_sv=table.get("max_operators_per_sv"),
-                                 source=str(path))
+        if policy.has("floor") and policy.get("floor").get("name", "") == floor:
+            return _from_policy(policy, str(path))
     return FloorSettings()
 
 
