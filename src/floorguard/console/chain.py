@@ -120,9 +120,11 @@ def check_batch(conn: Connection, agent_id: str, records: list[dict[str, Any]],
     seat = str(seat_row.seat) if seat_row else ""
     for seq in result.get("conflicts", []):
         _note(conn, agent_id, seat, seq, seq, "rewritten")
-    for rec in records:
-        if record_hash(rec) != rec["hash"]:
-            _note(conn, agent_id, seat, rec["seq"], rec["seq"], "altered")
+    altered = result.get("altered")
+    if altered is None:
+        altered = [rec["seq"] for rec in records if record_hash(rec) != rec["hash"]]
+    for seq in altered:
+        _note(conn, agent_id, seat, seq, seq, "altered")
     declared = {int(g["from_seq"]): g for g in result.get("gaps", [])}
     state = link_row(conn, agent_id)
     seq, prev = int(state.chain_seq), str(state.chain_hash)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from ..events import record_hash
 from .db import now_us
 from .schema import agents, events
 
@@ -45,10 +46,11 @@ def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -
     """Insert a validated batch for one agent (sorted by seq); return the new
     acknowledgement.
 
-    Returns ``{"acked": N, "stored": K, "inserted": [seq, ...], "conflicts": [seq, ...]}``
-    where inserted are the seqs this batch newly stored (for rollups kept by ingest hooks)
-    and conflicts are seqs already stored with a different hash (evidence was rewritten
-    at the agent).
+    Returns ``{"acked": N, "stored": K, "inserted": [seq, ...], "conflicts": [seq, ...],
+    "altered": [seq, ...]}`` where inserted are the seqs this batch newly stored (for
+    rollups kept by ingest hooks), conflicts are seqs already stored with a different hash
+    (evidence was rewritten at the agent) and altered are records whose hash does not
+    match their content.
     """
     received = now_us()
     rows = []
@@ -74,8 +76,11 @@ def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -
             elif got_us == received:
                 inserted.append(int(seq))
     acked = advance_ack(conn, agent_id, batch if not conflicts else ())
+    # Each record's own hash is checked once here; the chain check and the report
+    # rollups (ingest hooks) read the answer instead of hashing the batch again.
+    altered = sorted(e["seq"] for e in batch if record_hash(e) != e["hash"])
     return {"acked": acked, "stored": stored, "inserted": sorted(inserted),
-            "conflicts": sorted(conflicts)}
+            "conflicts": sorted(conflicts), "altered": altered}
 
 
 def advance_ack(conn: Connection, agent_id: str,

@@ -126,8 +126,8 @@ def _record_floor(conn: Connection, details: dict[str, Any], cache: dict[str, st
     return cache[subject]
 
 
-def chain_faults(conn: Connection, agent_id: str, records: list[dict[str, Any]]
-                 ) -> dict[int, str]:
+def chain_faults(conn: Connection, agent_id: str, records: list[dict[str, Any]],
+                 altered: set[int] | None = None) -> dict[int, str]:
     """Check newly stored records against their hashes and their neighbours' links.
 
     Returns ``{seq: why}`` for each record whose own hash does not match its content, whose
@@ -146,7 +146,7 @@ def chain_faults(conn: Connection, agent_id: str, records: list[dict[str, Any]]
                 .where(events.c.agent == agent_id, events.c.seq.in_(want[i:i + 500]))):
             stored[int(seq)] = (str(prev), str(h))
     for seq, rec in by_seq.items():
-        if record_hash(rec) != rec.get("hash"):
+        if (seq in altered) if altered is not None else record_hash(rec) != rec.get("hash"):
             faults[seq] = "hash does not match the record's content"
             continue
         if seq == 1:
@@ -163,7 +163,8 @@ def chain_faults(conn: Connection, agent_id: str, records: list[dict[str, Any]]
 
 
 def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, Any]], *,
-                 floor: str | None = None, from_agent: bool = True) -> None:
+                 floor: str | None = None, from_agent: bool = True,
+                 altered: set[int] | None = None) -> None:
     """Add newly stored records to the rollups (call once per record, in the same
     transaction that stored it).
 
@@ -179,7 +180,7 @@ def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, An
     slots: dict[int, dict[str, Any]] = {}
     marks: list[dict[str, Any]] = []
     cache: dict[str, str] = {}
-    faults = chain_faults(conn, agent_id, records) if from_agent else {}
+    faults = chain_faults(conn, agent_id, records, altered) if from_agent else {}
     for rec in records:
         details = rec.get("details") or {}
         ts_us = rec["ts_us"] if "ts_us" in rec else ts_to_us(rec["ts"])
@@ -248,4 +249,6 @@ def ingest_hook(conn: Connection, agent_id: str, records: list[dict[str, Any]],
     if inserted is None:
         raise RuntimeError("store_events must report which seqs it inserted")
     new = set(inserted)
-    apply_ingest(conn, agent_id, [r for r in records if r["seq"] in new])
+    altered = result.get("altered")
+    apply_ingest(conn, agent_id, [r for r in records if r["seq"] in new],
+                 altered=set(altered) if altered is not None else None)
