@@ -190,7 +190,7 @@ def test_agents_page_shows_versions_gaps_and_silent_agents(site: Site) -> None:
                           "version": "9.9.9", "policy": "c" * 64})
     gone.event("agent.started")
     site.set_last_seen(gone, now_us() - 91 * 1_000_000)  # > 3 x 30 s
-    page = site.login("aud1").get("/agents").text
+    page = site.login("aud1").get("/coverage").text
     row = page[page.index(f'data-agent="{live.agent_id}"'):]
     row = row[:row.index("</tr>")]
     assert "9.9.9" in row and "usb, idle" in row and "print" in row
