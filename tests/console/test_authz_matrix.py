@@ -69,6 +69,12 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/print/{agent_id}/{job_id}/deny"): {ADMIN, SV},
     ("GET", "/api/v1/print/jobs"): USERS,
     ("POST", "/api/v1/print/jobs/{agent_id}/{job_id}/decision"): {ADMIN, SV},
+    # Reports.
+    ("GET", "/reports"): {ADMIN, AUDITOR},
+    ("GET", "/reports/daily"): {ADMIN, AUDITOR},
+    ("GET", "/reports/archive/{rid}"): {ADMIN, AUDITOR},
+    ("POST", "/reports/archive"): {ADMIN, AUDITOR},
+    ("POST", "/reports/verify"): {ADMIN, AUDITOR},
 }
 # Sign-out ends the caller's own session: run it last.
 LAST = (("POST", "/logout"),)
@@ -132,7 +138,7 @@ def _request(site: Site, client: httpx.Client, who: str, method: str, path: str,
     target = fx["victim"].agent_id if path.endswith("/revoke") else seat.agent_id
     url = (path.replace("{agent_id}", target).replace("{agent}", seat.agent_id)
            .replace("{seq}", str(ev["seq"])).replace("{job_id}", "1")
-           .replace("{command_id}", "999999"))
+           .replace("{command_id}", "999999").replace("{rid}", "1"))
     if path == "/static":
         url = "/static/console.css"
     csrf = ""
