@@ -11,7 +11,7 @@ APT_PACKAGES=(
   dbus xvfb xdotool xprintidle xauth x11-utils libx11-6 libxss1 libnotify-bin
   cups cups-client cups-bsd cups-ipp-utils cups-filters libcups2-dev poppler-utils ghostscript
   chromium postgresql fonts-noto-cjk
-  iproute2 util-linux systemd procps
+  iproute2 util-linux systemd procps openssl
   bindfs e2fsprogs
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libfontconfig1
 )

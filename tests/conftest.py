@@ -2,10 +2,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.live import LiveConsole
+from tests.pg import PostgresCluster
+
+CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -18,3 +22,26 @@ def console(tmp_path: Path) -> Iterator[LiveConsole]:
     live.start()
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster for the whole test session (stopped at the end)."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Playwright drives Debian's Chromium (its own browser download is not used)."""
+    exe = next((p for p in CHROMIUM_CANDIDATES if Path(p).exists()), None)
+    if exe is None:
+        raise AssertionError("Chromium not found: install the Debian package 'chromium'")
+    return {**browser_type_launch_args, "executable_path": exe,
+            "args": ["--no-sandbox", "--headless", "--disable-gpu",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run"]}

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import gettext
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from . import i18n
 from .auth import LoginRequired
 from .db import open_store
 from .live import Hub
@@ -26,8 +28,7 @@ IngestHook = Callable[..., None]
 
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.add_extension("jinja2.ext.i18n")
-    templates.env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    i18n.install(templates.env)
     templates.env.globals["version"] = __version__
     return templates
 
@@ -54,9 +55,24 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.state.on_start: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
     app.state.on_stop: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
     app.state.templates = make_templates()
-    app.state.translations = {"en": gettext.NullTranslations()}
 
-    from . import api, fleet, link_api, printing, reports, web
+    from . import (
+        account,
+        agents_view,
+        api,
+        audit_view,
+        duty,
+        fleet,
+        floor,
+        floor_settings,
+        link_api,
+        printing,
+        ratio,
+        reports,
+        seats,
+        violations,
+        web,
+    )
 
     app.include_router(api.router)
     default_openapi = app.openapi
@@ -74,7 +90,24 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     link_api.install(app)
     printing.install(app)
     reports.install(app)
+    for pages in (floor, violations, agents_view, duty, audit_view, floor_settings, account):
+        app.include_router(pages.router)
+    app.state.ingest_hooks.append(seats.on_ingest)
+    app.state.on_start.append(ratio.start_scheduler)
+    app.state.on_stop.append(ratio.stop_scheduler)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """A page gets a page, translated; the API and scripts get JSON."""
+        wants_html = "text/html" in request.headers.get("accept", "")
+        if request.url.path.startswith("/api/") or not wants_html:
+            return await http_exception_handler(request, exc)
+        from .web import render
+
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return render(request, "error.html", {"status": exc.status_code, "detail": detail},
+                      status=exc.status_code)
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, _exc: LoginRequired) -> Response:

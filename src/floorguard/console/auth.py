@@ -9,6 +9,7 @@ allows through ``require(...)``, checked on the server for every request.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import secrets
@@ -104,7 +105,7 @@ def verify_login(conn: Connection, name: str, password: str) -> User | None:
     if row is None:
         # Spend the same time as a real check so names cannot be probed by timing.
         with contextlib.suppress(VerificationError, InvalidHashError):
-            _hasher.verify(_DUMMY_HASH, password)
+            _hasher.verify(_dummy_hash(), password)
         return None
     try:
         _hasher.verify(row.pw_hash, password)
@@ -118,7 +119,9 @@ def verify_login(conn: Connection, name: str, password: str) -> User | None:
     return User(id=row.id, name=row.name, role=row.role, lang=row.lang)
 
 
-_DUMMY_HASH = _hasher.hash("not a password of anyone's")
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash("not a password of anyone's")
 
 
 def new_session(conn: Connection, user: User) -> str:
@@ -198,8 +201,40 @@ def require(*roles: str) -> Any:
     return dependency
 
 
+def check_origin(request: Request) -> None:
+    """A browser names the page a request comes from: refuse any other site's page."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return  # not a browser, or an old one: the CSRF token decides alone
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin != own:
+        raise HTTPException(403, "this request comes from another site's page (Origin "
+                                 f"{origin}); use the console's own pages")
+
+
 def check_csrf(request: Request, user: User, token: str | None) -> None:
-    """State-changing requests carry the session's CSRF token (form field or header)."""
+    """State-changing requests carry the session's CSRF token (form field or
+    ``X-CSRF-Token`` header) and, from a browser, this console's own Origin."""
+    check_origin(request)
     sent = token or request.headers.get("x-csrf-token") or ""
     if not user.csrf or not hmac.compare_digest(sent, user.csrf):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+
+
+def require_write(*roles: str) -> Any:
+    """Like ``require``, for state-changing requests: also checks Origin and the CSRF
+    token (form field ``csrf`` or header ``X-CSRF-Token``) before the route runs."""
+    allowed = require(*roles)
+
+    async def dependency(request: Request) -> User:
+        user: User = allowed(request)
+        token = request.headers.get("x-csrf-token")
+        if token is None and request.headers.get("content-type", "").startswith(
+                ("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()  # cached: the route reads the same form
+            value = form.get("csrf")
+            token = value if isinstance(value, str) else None
+        check_csrf(request, user, token)
+        return user
+
+    return dependency

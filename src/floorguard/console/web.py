@@ -1,7 +1,15 @@
-"""Server-rendered pages: sign-in, sign-out and the recent events list."""
+"""Server-rendered pages: rendering (language, navigation), sign-in, sign-out and the
+recent events list.
+
+Other page areas add their navigation entry with ``add_nav(...)`` from their own module
+(the header shows each entry only to the roles that may open it) and render through
+``render(...)``, which gives every template the request's language, ``_``, the user and
+the CSRF token.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -10,11 +18,13 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from . import throttle
 from .auth import (
     SESSION_COOKIE,
     User,
     audit,
     check_csrf,
+    check_origin,
     client_ip,
     current_user,
     end_session,
@@ -22,6 +32,8 @@ from .auth import (
     require,
     verify_login,
 )
+from .db import now_us
+from .i18n import DEFAULT_TIMEZONE, N_, choose_lang, template_context, translate
 from .schema import events
 
 router = APIRouter(include_in_schema=False)
@@ -29,11 +41,47 @@ router = APIRouter(include_in_schema=False)
 ANY_ROLE = require("admin", "sv", "auditor")
 
 
+@dataclass(frozen=True)
+class NavLink:
+    href: str
+    label: str  # marked with N_(), translated when shown
+    roles: tuple[str, ...]
+    order: int = 50
+
+
+NAV: list[NavLink] = []
+
+
+def add_nav(href: str, label: str, roles: tuple[str, ...], order: int = 50) -> None:
+    """Add a header link (idempotent), shown to ``roles`` only."""
+    if not any(n.href == href for n in NAV):
+        NAV.append(NavLink(href, label, roles, order))
+        NAV.sort(key=lambda n: (n.order, n.href))
+
+
+add_nav("/events", N_("Events"), ("admin", "sv", "auditor"), order=40)
+# Pages of other areas whose modules do not register their own link.
+add_nav("/agents", N_("Agents"), ("admin", "sv", "auditor"), order=30)
+add_nav("/print", N_("Print approvals"), ("admin", "sv", "auditor"), order=25)
+add_nav("/reports", N_("Reports"), ("admin", "auditor"), order=60)
+
+
+def request_lang(request: Request) -> str:
+    user = getattr(request.state, "user", None)
+    return choose_lang(user.lang if user else None, request.headers.get("accept-language"))
+
+
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200
            ) -> HTMLResponse:
     templates = request.app.state.templates
     user = getattr(request.state, "user", None)
-    return templates.TemplateResponse(request, name, {"user": user, **context},
+    lang = request_lang(request)
+    nav = [n for n in NAV if user and user.role in n.roles]
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    base = {"user": user, "nav": nav, "path": request.url.path, "here": here,
+            "tz": DEFAULT_TIMEZONE,
+            **template_context(lang)}
+    return templates.TemplateResponse(request, name, {**base, **context},
                                       status_code=status)
 
 
@@ -51,6 +99,10 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
     return render(request, "login.html", {"next": _safe_next(next), "error": None})
 
 
+WRONG_LOGIN = N_("Wrong user name or password.")
+THROTTLED = N_("Too many failed sign-ins. Try again in %(minutes)s minutes.")
+
+
 @router.post("/login")
 async def login(
     request: Request,
@@ -58,26 +110,51 @@ async def login(
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str, Form(max_length=512)] = "/",
 ) -> Response:
+    check_origin(request)  # no signing a victim in to someone else's account
     engine = request.app.state.engine
     ip = client_ip(request)
+    old_token = request.cookies.get(SESSION_COOKIE)
 
-    def check() -> User | None:
+    def check() -> tuple[User | None, throttle.Throttled | None]:
+        now = now_us()
         with engine.begin() as conn:
+            blocked = throttle.check(conn, username, ip, now)
+            if blocked is not None:
+                audit(conn, username, "login.throttled", "", ip,
+                      {"by": blocked.by, "retry_after_s": blocked.retry_after_s})
+                return None, blocked
             user = verify_login(conn, username, password)
+            if user is None:
+                throttle.record_failure(conn, username, ip, now)
+            else:
+                throttle.clear(conn, username)
             audit(conn, username, "login" if user else "login.failed", "", ip)
-            return user
+            if user is not None and old_token:
+                # Whatever session this browser carried before is over: a planted cookie
+                # never becomes a signed-in session (no session fixation).
+                end_session(conn, old_token)
+            return user, None
 
-    user = await run_in_threadpool(check)
+    user, blocked = await run_in_threadpool(check)
+    if blocked is not None:
+        lang = choose_lang(None, request.headers.get("accept-language"))
+        minutes = max(1, (blocked.retry_after_s + 59) // 60)
+        message = translate(lang, THROTTLED) % {"minutes": minutes}
+        response = render(request, "login.html", {"next": _safe_next(next),
+                                                  "error": message}, status=429)
+        response.headers["Retry-After"] = str(blocked.retry_after_s)
+        return response
     if user is None:
+        lang = choose_lang(None, request.headers.get("accept-language"))
         return render(request, "login.html",
-                      {"next": _safe_next(next), "error": "Wrong user name or password."},
+                      {"next": _safe_next(next), "error": translate(lang, WRONG_LOGIN)},
                       status=401)
     with engine.begin() as conn:
         token = new_session(conn, user)
-    response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
+    redirect = RedirectResponse(_safe_next(next), status_code=303)
+    redirect.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
-    return response
+    return redirect
 
 
 @router.post("/logout")
@@ -90,13 +167,14 @@ def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
             end_session(conn, token)
             audit(conn, user.name, "logout", "", client_ip(request))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")
     return response
 
 
 @router.get("/")
 def home(user: Annotated[User, Depends(ANY_ROLE)]) -> Response:
-    return RedirectResponse("/events", status_code=303)
+    return RedirectResponse("/floor", status_code=303)
 
 
 @router.get("/events")

@@ -1,0 +1,201 @@
+"""Violations: a filtered, paginated list of events, each with its full record and chain
+position; SVs acknowledge a violation with a comment.
+
+Acknowledgements live in their own table and in the audit trail; the event itself is
+never changed or deleted. Pages are cut by keyset on (ts_us, agent, seq), which the
+``events_*`` indexes serve under every filter, so page 1000 costs what page 1 costs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.engine import Connection
+
+from ..events import CONTROLS, KINDS, SEVERITIES
+from .auth import User, audit, client_ip, require, require_write
+from .db import now_us
+from .floor_settings import all_floor_policies
+from .i18n import DEFAULT_TIMEZONE, N_
+from .schema import events, metadata
+from .web import add_nav, render
+
+violation_acks = sa.Table(
+    "violation_acks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("agent", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Index("violation_acks_event", "agent", "seq"),
+)
+
+router = APIRouter(include_in_schema=False)
+VIEWERS = require("admin", "sv", "auditor")
+PAGE = 50
+MAX_COMMENT = 2000
+
+add_nav("/violations", N_("Violations"), ("admin", "sv", "auditor"), order=20)
+
+
+@dataclass(frozen=True)
+class Filters:
+    day: str = ""
+    seat: str = ""
+    operator: str = ""
+    control: str = ""
+    kind: str = ""
+    severity: str = "violation"  # "" for every severity
+
+    def query(self, **extra: str) -> str:
+        fields = {k: v for k, v in self.__dict__.items() if v} | extra
+        if not self.severity:
+            fields["severity"] = ""
+        return urlencode(fields)
+
+
+def parse_filters(day: str, seat: str, operator: str, control: str, kind: str,
+                  severity: str) -> Filters:
+    """Validate filter values at the edge (422 naming the field)."""
+    if day:
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            raise HTTPException(422, "day: write the date as YYYY-MM-DD") from None
+    if control and control not in CONTROLS:
+        raise HTTPException(422, f"control: one of {', '.join(CONTROLS)}")
+    if kind and kind not in KINDS:
+        raise HTTPException(422, f"kind: unknown kind {kind!r}")
+    if severity and severity not in SEVERITIES:
+        raise HTTPException(422, f"severity: one of {', '.join(SEVERITIES)}")
+    return Filters(day, seat.strip(), operator.strip(), control, kind, severity)
+
+
+def parse_cursor(text: str) -> tuple[int, str, int]:
+    try:
+        ts, rest = text.split(":", 1)
+        agent, seq = rest.rsplit(":", 1)
+        return int(ts), agent, int(seq)
+    except (ValueError, IndexError):
+        raise HTTPException(422, "after: not a page cursor from this list") from None
+
+
+def day_range(day: str, tz: str) -> tuple[int, int]:
+    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), ZoneInfo(tz))
+    end = start + timedelta(days=1)
+    return int(start.timestamp() * 1_000_000), int(end.timestamp() * 1_000_000)
+
+
+def display_timezone(conn: Connection) -> str:
+    """The zone lists show times in: the floors' zone when they share one."""
+    zones = {p.timezone for p in all_floor_policies(conn).values()}
+    return zones.pop() if len(zones) == 1 else DEFAULT_TIMEZONE
+
+
+def list_events(conn: Connection, f: Filters, tz: str, after: tuple[int, str, int] | None,
+                limit: int = PAGE) -> list[Any]:
+    q = sa.select(events)
+    if f.severity:
+        q = q.where(events.c.severity == f.severity)
+    if f.day:
+        lo, hi = day_range(f.day, tz)
+        q = q.where(events.c.ts_us >= lo, events.c.ts_us < hi)
+    if f.seat:
+        q = q.where(events.c.seat == f.seat)
+    if f.operator:
+        q = q.where(events.c.user == f.operator)
+    if f.control:
+        q = q.where(events.c.control == f.control)
+    if f.kind:
+        q = q.where(events.c.kind == f.kind)
+    if after is not None:
+        keys = (events.c.ts_us, events.c.agent, events.c.seq)
+        # Typed like the columns, so PostgreSQL compares the row against the index as is.
+        q = q.where(sa.tuple_(*keys)
+                    < sa.tuple_(*(sa.literal(v, c.type) for v, c in zip(after, keys,
+                                                                        strict=True))))
+    q = q.order_by(events.c.ts_us.desc(), events.c.agent.desc(), events.c.seq.desc())
+    return list(conn.execute(q.limit(limit)).all())
+
+
+def acks_for(conn: Connection, keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[Any]]:
+    out: dict[tuple[str, int], list[Any]] = {}
+    if not keys:
+        return out
+    rows = conn.execute(sa.select(violation_acks)
+                        .where(sa.tuple_(violation_acks.c.agent, violation_acks.c.seq)
+                               .in_(keys)).order_by(violation_acks.c.id))
+    for r in rows:
+        out.setdefault((r.agent, int(r.seq)), []).append(r)
+    return out
+
+
+@router.get("/violations")
+def violations_page(
+    request: Request, user: Annotated[User, Depends(VIEWERS)],
+    day: str = "", seat: str = "", operator: str = "", control: str = "", kind: str = "",
+    severity: str = "violation", after: str = "",
+) -> HTMLResponse:
+    f = parse_filters(day, seat, operator, control, kind, severity)
+    cursor = parse_cursor(after) if after else None
+    with request.app.state.engine.connect() as conn:
+        tz = display_timezone(conn)
+        rows = list_events(conn, f, tz, cursor, PAGE + 1)
+        more = len(rows) > PAGE
+        rows = rows[:PAGE]
+        acks = acks_for(conn, [(r.agent, int(r.seq)) for r in rows])
+    next_q = f.query(after=f"{rows[-1].ts_us}:{rows[-1].agent}:{rows[-1].seq}") \
+        if more and rows else None
+    return render(request, "violations.html", {
+        "rows": rows, "acks": acks, "f": f, "next_q": next_q, "tz": tz,
+        "controls": CONTROLS, "kinds": sorted(KINDS), "severities": SEVERITIES,
+        "first_page": cursor is None})
+
+
+def _event(conn: Connection, agent: str, seq: int) -> Any:
+    row = conn.execute(sa.select(events).where(events.c.agent == agent,
+                                               events.c.seq == seq)).first()
+    if row is None:
+        raise HTTPException(404, "no such event")
+    return row
+
+
+@router.get("/violations/{agent}/{seq}")
+def violation_detail(request: Request, user: Annotated[User, Depends(VIEWERS)],
+                     agent: Annotated[str, Path(max_length=64)], seq: int) -> HTMLResponse:
+    with request.app.state.engine.connect() as conn:
+        ev = _event(conn, agent, seq)
+        acks = acks_for(conn, [(agent, seq)]).get((agent, seq), [])
+        tz = display_timezone(conn)
+    return render(request, "violation.html", {
+        "e": ev, "acks": acks, "tz": tz,
+        "details_json": json.dumps(ev.details, indent=2, ensure_ascii=False, sort_keys=True),
+        "can_ack": user.role == "sv" and ev.severity == "violation"})
+
+
+@router.post("/violations/{agent}/{seq}/ack")
+def acknowledge(request: Request, user: Annotated[User, Depends(require_write("sv"))],
+                agent: Annotated[str, Path(max_length=64)], seq: int,
+                comment: Annotated[str, Form(max_length=MAX_COMMENT)]) -> Response:
+    """An SV acknowledges a violation with a comment (the event stays as it was)."""
+    comment = comment.strip()
+    if not comment:
+        raise HTTPException(422, "comment: say what was done about it")
+    with request.app.state.engine.begin() as conn:
+        ev = _event(conn, agent, seq)
+        if ev.severity != "violation":
+            raise HTTPException(422, "only violations are acknowledged")
+        conn.execute(violation_acks.insert().values(agent=agent, seq=seq, actor=user.name,
+                                                    comment=comment, ts_us=now_us()))
+        audit(conn, user.name, "violation.acknowledged", f"{agent}/{seq}", client_ip(request),
+              {"kind": ev.kind, "seat": ev.seat, "comment": comment})
+    return RedirectResponse(f"/violations/{agent}/{seq}", status_code=303)

@@ -1,0 +1,192 @@
+"""Accounts and sessions against a live console: CSRF and Origin, session fixation, login
+throttling shared through the store, disabled users, expired sessions, cookie flags."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from floorguard.console.auth import SESSION_COOKIE, set_disabled, sha256_hex
+from floorguard.console.db import now_us
+from floorguard.console.schema import audit_log, sessions
+from floorguard.console.throttle import MAX_PER_NAME, login_failures
+from tests.console.kit import Site, count, unique
+from tests.live import PASSWORD, LiveConsole
+
+
+def test_session_cookie_is_httponly_samesite_strict_and_new_at_each_login(site: Site) -> None:
+    client = site.login("sv1")
+    assert client.cookies.get(SESSION_COOKIE)
+    resp = httpx.post(site.url + "/login", data={"username": "sv1", "password": PASSWORD})
+    header = resp.headers["set-cookie"]
+    assert f"{SESSION_COOKIE}=" in header
+    assert "HttpOnly" in header and "SameSite=strict" in header.replace("Strict", "strict")
+    assert "Secure" not in header  # plain HTTP on loopback: a Secure cookie would be lost
+    assert resp.cookies[SESSION_COOKIE] != client.cookies[SESSION_COOKIE]
+
+
+def test_state_change_without_csrf_token_or_from_another_origin_is_refused(site: Site) -> None:
+    sv = unique("sv")
+    site.add_user(sv, "sv")
+    client = site.login(sv)
+    token = site.csrf(client)
+    no_token = client.post("/duty", data={"action": "off"})
+    assert no_token.status_code == 403
+    assert "CSRF" in no_token.text
+    wrong = client.post("/duty", data={"action": "off", "csrf": "x" * 32})
+    assert wrong.status_code == 403
+    evil = client.post("/duty", data={"action": "on", "floor": "3F", "csrf": token},
+                       headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403
+    assert "another site" in evil.text
+    header_token = client.post("/account/lang", data={"lang": "ja"},
+                               headers={"X-CSRF-Token": token})
+    assert header_token.status_code == 303
+    ok = client.post("/duty", data={"action": "on", "floor": "3F", "csrf": token})
+    assert ok.status_code == 303
+    assert count(site, audit_log, audit_log.c.actor == sv, audit_log.c.action == "duty.on") == 1
+
+
+def test_a_planted_session_cookie_never_becomes_a_signed_in_session(site: Site) -> None:
+    # An attacker's own valid session, planted in the victim's browser before sign-in.
+    attacker = site.login("aud1")
+    planted = attacker.cookies[SESSION_COOKIE]
+    victim = httpx.Client(base_url=site.url, follow_redirects=False, timeout=10)
+    victim.cookies.set(SESSION_COOKIE, planted)
+    resp = victim.post("/login", data={"username": "sv1", "password": PASSWORD, "next": "/"})
+    assert resp.status_code == 303
+    fresh = resp.cookies[SESSION_COOKIE]
+    assert fresh != planted
+    # The planted id is dead, for the attacker too; the fresh one is the victim's.
+    assert attacker.get("/floor").status_code == 303
+    assert site.scalar(sa.select(sa.func.count()).select_from(sessions).where(
+        sessions.c.id_hash == sha256_hex(planted))) == 0
+    victim.cookies.clear()
+    victim.cookies.set(SESSION_COOKIE, fresh)
+    page = victim.get("/floor")
+    assert page.status_code == 200 and "sv1" in page.text
+    # A made-up cookie value is simply not a session.
+    stranger = httpx.Client(base_url=site.url, cookies={SESSION_COOKIE: "made-up-value"})
+    assert stranger.get("/floor").status_code == 303
+
+
+def test_login_throttled_after_five_failures_across_console_processes(
+        site: Site, tmp_path: object) -> None:
+    name = unique("sv")
+    site.add_user(name, "sv")
+    from pathlib import Path
+
+    second = LiveConsole(Path(str(tmp_path)) / "second", db_url=site.db_url)
+    try:
+        second.start()
+        consoles = [site.url, second.url]
+        for i in range(MAX_PER_NAME):
+            resp = httpx.post(consoles[i % 2] + "/login",
+                              data={"username": name, "password": "wrong password!"})
+            assert resp.status_code == 401, resp.text
+        # The other process knows: even the right password is refused for now.
+        for url in consoles:
+            resp = httpx.post(url + "/login", data={"username": name, "password": PASSWORD},
+                              headers={"Accept-Language": "en"})
+            assert resp.status_code == 429
+            assert "Too many failed sign-ins" in resp.text
+            assert int(resp.headers["retry-after"]) > 0
+        ja = httpx.post(second.url + "/login", data={"username": name, "password": PASSWORD},
+                        headers={"Accept-Language": "ja"})
+        assert ja.status_code == 429 and "サインイン" in ja.text
+        assert count(site, audit_log, audit_log.c.actor == name,
+                     audit_log.c.action == "login.throttled") == 3
+        # When the failures leave the window, the right password works again.
+        with site.engine.begin() as conn:
+            conn.execute(login_failures.update().where(login_failures.c.name == name)
+                         .values(ts_us=now_us() - 16 * 60 * 1_000_000))
+        assert site.login(name).get("/floor").status_code == 200
+    finally:
+        second.stop()
+        with site.engine.begin() as conn:  # leave no failures for 127.0.0.1 behind
+            conn.execute(login_failures.delete())
+
+
+def test_disabled_user_loses_every_session_at_once(site: Site) -> None:
+    name = unique("sv")
+    site.add_user(name, "sv")
+    a, b = site.login(name), site.login(name)
+    assert a.get("/floor").status_code == 200
+    res = site.live.cli("user", "disable", name)
+    assert res.returncode == 0, res.stderr
+    for client in (a, b):
+        assert client.get("/floor").status_code == 303
+        assert client.get("/floor/tiles").status_code == 303
+    resp = httpx.post(site.url + "/login", data={"username": name, "password": PASSWORD})
+    assert resp.status_code == 401
+    with site.engine.begin() as conn:
+        set_disabled(conn, name, False)
+        conn.execute(login_failures.delete())
+
+
+def test_expired_sessions_are_refused_idle_and_absolute(site: Site) -> None:
+    name = unique("aud")
+    site.add_user(name, "auditor")
+    absolute, idle = site.login(name), site.login(name)
+    now = now_us()
+    with site.engine.begin() as conn:
+        conn.execute(sessions.update().where(
+            sessions.c.id_hash == sha256_hex(absolute.cookies[SESSION_COOKIE]))
+            .values(expires_us=now - 1))
+        conn.execute(sessions.update().where(
+            sessions.c.id_hash == sha256_hex(idle.cookies[SESSION_COOKIE]))
+            .values(last_seen_us=now - 9 * 3600 * 1_000_000))
+    assert absolute.get("/violations").status_code == 303
+    assert idle.get("/violations").status_code == 303
+    # The expired rows are gone, not just ignored.
+    assert count(site, sessions, sessions.c.id_hash.in_([
+        sha256_hex(absolute.cookies[SESSION_COOKIE]),
+        sha256_hex(idle.cookies[SESSION_COOKIE])])) == 0
+
+
+def test_logout_needs_the_token_and_ends_the_session(site: Site) -> None:
+    client = site.login("aud1")
+    token = site.csrf(client)
+    assert client.post("/logout", data={"csrf": "nope"}).status_code == 403
+    assert client.get("/floor").status_code == 200
+    assert client.post("/logout", data={"csrf": token}).status_code == 303
+    assert client.get("/floor").status_code == 303
+
+
+def test_audit_trail_is_read_only_and_records_console_actions(site: Site) -> None:
+    admin = site.login("admin1")
+    page = admin.get("/audit")
+    assert page.status_code == 200
+    assert 'data-action="login"' in page.text
+    for method in ("post", "put", "patch", "delete"):
+        resp = admin.request(method, "/audit", headers={"X-CSRF-Token": site.csrf(admin)})
+        assert resp.status_code == 405
+    assert site.login("sv1").get("/audit").status_code == 403
+
+
+def test_over_https_the_session_cookie_is_secure_and_hsts_is_sent(
+        site: Site, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+    import subprocess
+    from pathlib import Path
+
+    d = Path(str(tmp_path))
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls = LiveConsole(d / "tls", db_url=site.db_url,
+                      extra_args=("--tls-cert", str(cert), "--tls-key", str(key)))
+    tls.url = tls.url.replace("http://", "https://")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the readiness probe trusts the test CA
+    try:
+        tls.start()
+        resp = httpx.post(tls.url + "/login", data={"username": "aud1", "password": PASSWORD},
+                          verify=ssl.create_default_context(cafile=str(cert)))
+        assert resp.status_code == 303
+        header = resp.headers["set-cookie"]
+        assert "Secure" in header and "HttpOnly" in header
+        assert resp.headers["strict-transport-security"].startswith("max-age=")
+    finally:
+        tls.stop()

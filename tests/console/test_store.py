@@ -1,0 +1,78 @@
+"""The store: migrations reach every head on both backends, and the queries the pages run
+walk an index in page order rather than scanning or sorting the events table (which is
+what keeps them fast at 10 million events; bench/console_*.py measures it)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from floorguard.console.violations import Filters, list_events
+from tests.console.kit import Site
+
+# Each filter of the violations page and the index that serves it in page order.
+FILTERS = [(Filters(), "events_sev_ts_key"), (Filters(day="2026-11-28"), "events_sev_ts_key"),
+           (Filters(seat="A-01"), "events_seat_sev_ts"),
+           (Filters(operator="tanaka"), "events_user_sev_ts"),
+           (Filters(kind="usb.blocked", severity=""), "events_kind_ts"),
+           (Filters(control="usb"), "events_control_sev_ts"),
+           (Filters(severity=""), "events_ts_key")]
+
+
+def _plan(site: Site, f: Filters, after: tuple[int, str, int] | None) -> str:
+    captured: list[str] = []
+    with site.engine.connect() as conn:
+        def capture(conn_: object, cursor: object, statement: str, params: object,
+                    context: object, many: bool) -> None:
+            captured.append(statement)
+
+        sa.event.listen(conn, "before_cursor_execute", capture)
+        list_events(conn, f, "Asia/Tokyo", after, 51)
+        sa.event.remove(conn, "before_cursor_execute", capture)
+        stmt = captured[-1]
+        params = _params(conn, f, after)
+        if site.backend == "sqlite":
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params).all()
+            return "\n".join(str(r[-1]) for r in rows)
+        # An empty test table makes every plan cheap: forbid scans, bitmaps and sorts, so
+        # the plan is an ordered index walk if one exists (and a sort if none does).
+        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            conn.exec_driver_sql(f"SET {setting} = off")
+        rows = conn.exec_driver_sql("EXPLAIN " + stmt, params).all()
+        conn.exec_driver_sql("RESET ALL")  # the pooled connection goes back as it came
+        return "\n".join(str(r[0]) for r in rows)
+
+
+def _params(conn: sa.Connection, f: Filters, after: tuple[int, str, int] | None) -> object:
+    captured: list[object] = []
+
+    def capture(conn_: object, cursor: object, statement: str, params: object,
+                context: object, many: bool) -> None:
+        captured.append(params)
+
+    sa.event.listen(conn, "before_cursor_execute", capture)
+    list_events(conn, f, "Asia/Tokyo", after, 51)
+    sa.event.remove(conn, "before_cursor_execute", capture)
+    return captured[-1]
+
+
+def test_migrations_created_the_console_tables_and_indexes(site: Site) -> None:
+    insp = sa.inspect(site.engine)
+    tables = set(insp.get_table_names())
+    assert {"seat_state", "violation_acks", "login_failures", "sv_duty", "floor_settings",
+            "floor_ratio_state"} <= tables
+    names = {i["name"] for i in insp.get_indexes("events")}
+    assert {"events_ts_key", "events_sev_ts_key", "events_seat_sev_ts", "events_user_sev_ts",
+            "events_kind_ts", "events_control_sev_ts"} <= names
+
+
+def test_violation_list_queries_walk_an_index(site: Site) -> None:
+    for f, index in FILTERS:
+        for after in (None, (1_764_000_000_000_000, "z" * 36, 10)):
+            plan = _plan(site, f, after)
+            if site.backend == "sqlite":
+                assert index in plan, (f, plan)
+                # At most the ties of one ts_us are sorted, never the matches.
+                assert "TEMP B-TREE FOR ORDER BY" not in plan, (f, plan)
+            else:
+                assert "Index Scan" in plan, (f, plan)
+                assert "Seq Scan" not in plan and "Sort" not in plan, (f, plan)
