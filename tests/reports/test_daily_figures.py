@@ -53,7 +53,7 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
     # recovered, ratio; its chain_broken is dated when it ingested the altered record).
     assert f["summary"] == {
         "agents_expected": 4, "agents_reporting": 3, "events": 33, "violations": 10,
-        "violations_acknowledged": None, "usb_blocked": 5, "idle_locked": 3,
+        "violations_acknowledged": 0, "usb_blocked": 5, "idle_locked": 3,
         "prints_approved": 1, "silent_periods": 1, "chains_verified": 2,
         "chains_with_faults": 1, "policy_changes": 4, "sv_ratio_exceeded": 1}
 
@@ -155,7 +155,8 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
     assert busy == {9: (11, 3, 3, 0), 10: (7, 1, 3, 0), 11: (2, 1, 1, 0), 12: (1, 0, 0, 0),
                     13: (3, 1, 2, 0), 14: (5, 3, 2, 1), 15: (2, 0, 2, 0), 16: (1, 1, 1, 0),
                     23: (1, 0, 0, 0)}
-    assert all(h["svs_on_duty"] is None and h["operators_per_sv"] is None
+    # Nobody marked themselves on duty that day: zero SVs, no ratio to show.
+    assert all(h["svs_on_duty"] == 0 and h["operators_per_sv"] is None
                and h["over_ratio"] is None for h in f["hourly"])
     assert hours[14]["start"] == t("14:00:00")
     assert f["sv_ratio"] == {"max_operators_per_sv": None, "exceeded": [ev(
@@ -202,10 +203,10 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
         (t("14:00:00"), A2, 8, "T-02", "carol", "network.flagged"),
         (t("14:10:00"), "console", 4, "", None, "floor.sv_ratio_exceeded"),
         (t("16:00:00"), A1, 16, "T-01", "bob", "idle.lock_failed")]
-    # No acknowledgement store on this console: "not recorded", never "no".
-    assert all(v["acknowledged"] is None and v["acknowledged_by"] is None
+    # Nobody acknowledged anything that day: "no" for each, read from the console.
+    assert all(v["acknowledged"] is False and v["acknowledged_by"] is None
                for v in f["violations"])
-    assert f["sources"]["acknowledgements"] == "not recorded"
+    assert f["sources"]["acknowledgements"] == "console"
 
     counts = {(r["kind"], r["sub"]): (r["n"], r["pages"]) for r in f["counts"]}
     assert counts[("usb.allowed", "device_rule")] == (1, 0)
@@ -332,3 +333,37 @@ def test_floor_settings_come_from_the_policy_the_console_holds(empty_store: Engi
         "max_operators_per_sv": 7, "policy_file": "console: floor3.toml"}
     assert other["timezone"] == "Asia/Tokyo"
     assert other["settings"]["max_operators_per_sv"] is None
+
+
+def test_acknowledgements_and_duty_stints_recorded_in_the_console_reach_the_report(
+        store: Engine) -> None:
+    from floorguard.console.duty import sv_duty
+    from floorguard.console.reports.daily import build_floor
+    from floorguard.console.reports.sources import FloorSettings
+    from floorguard.console.violations import violation_acks
+
+    with store.begin() as conn:
+        conn.execute(violation_acks.insert().values(
+            agent=A1, seq=4, actor="sv1", comment="spoke to the operator",
+            ts_us=fixture_day.us("09:12:00")))
+        conn.execute(violation_acks.insert().values(  # a later second word changes nothing
+            agent=A1, seq=4, actor="sv2", comment="again", ts_us=fixture_day.us("09:30:00")))
+        conn.execute(sv_duty.insert(), [
+            {"user_name": "sv1", "floor": FLOOR, "on_us": fixture_day.us("08:30:00"),
+             "off_us": fixture_day.us("12:00:00")},
+            {"user_name": "sv2", "floor": FLOOR, "on_us": fixture_day.us("13:30:00"),
+             "off_us": None},
+            {"user_name": "sv3", "floor": "2F south", "on_us": fixture_day.us("08:00:00"),
+             "off_us": None}])
+    with store.connect() as conn:
+        f = build_floor(conn, DAY, FLOOR, settings=FloorSettings(max_operators_per_sv=2),
+                        now_us=lambda: NOW)
+    h = {x["hour"]: x for x in f["hourly"]}
+    assert [h[i]["svs_on_duty"] for i in (8, 9, 11, 12, 13, 14, 23)] == [1, 1, 1, 0, 1, 1, 1]
+    assert (h[9]["operators"], h[9]["operators_per_sv"], h[9]["over_ratio"]) == (3, 3.0, True)
+    assert f["sources"] == {**f["sources"], "sv_on_duty": "console",
+                            "acknowledgements": "console"}
+    assert f["summary"]["violations_acknowledged"] == 1
+    v = {(x["agent"], x["seq"]): x for x in f["violations"]}
+    assert (v[(A1, 4)]["acknowledged"], v[(A1, 4)]["acknowledged_by"],
+            v[(A1, 4)]["acknowledged_at"]) == (True, "sv1", t("09:12:00"))

@@ -59,8 +59,41 @@ def _from_row(row: sa.Row[Any]) -> FloorPolicy:
                        heartbeat_interval_s=row.heartbeat_interval_s)
 
 
+_parsed: dict[str, FloorPolicy] = {}
+
+
+def _from_central(floor: str, held: dict[str, Any]) -> FloorPolicy | None:
+    """Values from the policy the console holds for the floor (what its agents run)."""
+    key = f"{floor}\0{held['hash']}"
+    if key not in _parsed:
+        from ..policy import PolicyError, parse_policy
+
+        try:
+            policy = parse_policy(str(held["text"]), str(held["source"]))
+        except PolicyError:  # refused at upload; a stored one that fails is not trusted
+            return None
+        fl, ag = policy.get("floor"), policy.get("agent")
+        if not fl and not ag:
+            return None
+        _parsed[key] = FloorPolicy(
+            floor=floor, max_operators_per_sv=fl.get("max_operators_per_sv"),
+            timezone=str(fl.get("timezone") or DEFAULT_TIMEZONE),
+            idle_unlocked_after_s=float(fl.get("idle_unlocked_after") or 300.0),
+            heartbeat_interval_s=float(ag.get("heartbeat_interval") or 30.0))
+    return _parsed[key]
+
+
 def floor_policy(conn: Connection, floor: str) -> FloorPolicy:
-    """The floor's max_operators_per_sv, time zone, idle and heartbeat settings."""
+    """The floor's max_operators_per_sv, time zone, idle and heartbeat settings: from the
+    central policy held for the floor when there is one (the values its agents run),
+    else from the row an admin edits on the Floors page, else the schema's defaults."""
+    from .floor_policy import for_floor
+
+    held = for_floor(conn, floor)
+    if held is not None:
+        central = _from_central(floor, held)
+        if central is not None:
+            return central
     row = conn.execute(sa.select(floor_settings)
                        .where(floor_settings.c.floor == floor)).first()
     return _from_row(row) if row is not None else FloorPolicy(floor=floor)
@@ -68,10 +101,12 @@ def floor_policy(conn: Connection, floor: str) -> FloorPolicy:
 
 def all_floor_policies(conn: Connection) -> dict[str, FloorPolicy]:
     """Every floor that has agents or settings, by name."""
-    out = {r.floor: _from_row(r) for r in conn.execute(sa.select(floor_settings))}
-    for (floor,) in conn.execute(sa.select(agents.c.floor).distinct()):
-        out.setdefault(floor, FloorPolicy(floor=floor))
-    return out
+    from .floor_policy import floor_policies
+
+    names = {r.floor for r in conn.execute(sa.select(floor_settings.c.floor))}
+    names |= {r.floor for r in conn.execute(sa.select(floor_policies.c.floor))}
+    names |= {r.floor for r in conn.execute(sa.select(agents.c.floor).distinct())}
+    return {name: floor_policy(conn, name) for name in sorted(names)}
 
 
 def validate_settings(max_ops: str, timezone: str, idle_after: str, heartbeat: str

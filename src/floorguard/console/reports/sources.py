@@ -77,14 +77,47 @@ def floor_settings(floor: str, policies: Path | None = None,
 
 def acknowledgements(conn: Connection, keys: list[tuple[str, int]]
                      ) -> dict[tuple[str, int], Acknowledgement] | None:
-    """Acknowledgements of the violations ``(agent, seq)``; None when none are kept."""
-    return None
+    """The first acknowledgement of each violation ``(agent, seq)`` by an SV."""
+    import sqlalchemy as sa
+
+    from ..violations import violation_acks
+
+    out: dict[tuple[str, int], Acknowledgement] = {}
+    for i in range(0, len(keys), 400):
+        chunk = keys[i:i + 400]
+        rows = conn.execute(
+            sa.select(violation_acks.c.agent, violation_acks.c.seq, violation_acks.c.actor,
+                      violation_acks.c.ts_us)
+            .where(sa.tuple_(violation_acks.c.agent, violation_acks.c.seq).in_(chunk))
+            .order_by(violation_acks.c.ts_us))
+        for agent, seq, actor, ts_us in rows:
+            out.setdefault((str(agent), int(seq)), Acknowledgement(by=str(actor),
+                                                                    at_us=int(ts_us)))
+    return out
 
 
 def sv_on_duty(conn: Connection, floor: str, hour_starts_us: list[int]
                ) -> list[int] | None:
-    """SVs on duty on ``floor`` during each hour starting at ``hour_starts_us``."""
-    return None
+    """How many SVs were on duty on ``floor`` at any time during each hour starting at
+    ``hour_starts_us`` (from the on/off duty stints SVs record in the console)."""
+    import sqlalchemy as sa
+
+    from ..duty import sv_duty
+
+    if not hour_starts_us:
+        return []
+    hour = 3_600_000_000
+    first, last = min(hour_starts_us), max(hour_starts_us) + hour
+    stints = conn.execute(
+        sa.select(sv_duty.c.user_name, sv_duty.c.on_us, sv_duty.c.off_us)
+        .where(sv_duty.c.floor == floor, sv_duty.c.on_us < last,
+               sa.or_(sv_duty.c.off_us.is_(None), sv_duty.c.off_us > first))).all()
+    counts = []
+    for start in hour_starts_us:
+        end = start + hour
+        counts.append(len({s.user_name for s in stints
+                           if s.on_us < end and (s.off_us is None or s.off_us > start)}))
+    return counts
 
 
 def describe_sources(acks: Any, duty: Any) -> dict[str, str]:
