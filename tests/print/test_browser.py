@@ -1,39 +1,18 @@
-"""In a real browser (Debian's Chromium): the SV sees the held page and approves it."""
+"""In a real browser (Debian's Chromium): the SV sees the held page and approves it.
+
+The browser is pytest-playwright's ``page``, launched with Debian's Chromium by the
+settings in tests/conftest.py (one Playwright per test session).
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from floorguard.agent.cups import COMPLETED
 from tests.live import PASSWORD, LiveConsole, wait_until
 from tests.print.conftest import job_state
 from tests.print.cupsd import Cupsd
-
-CHROMIUM = "/usr/lib/chromium/chromium"
-
-
-@pytest.fixture
-def page() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        raise AssertionError(f"{CHROMIUM} is missing: install Debian's chromium package "
-                             "(scripts/setup.sh does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--headless", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
 
 
 def test_an_sv_sees_the_thumbnail_approves_and_the_job_prints(

@@ -490,6 +490,14 @@ class FilesControl(Control):
             digest, _n, st = sha256_bounded(path, limit)
         except OSError:
             return
+        # The file may have changed while it was hashed (its writer still at work): what
+        # is reported is what was read, and that version is not reported again when the
+        # writer's close arrives.
+        read_key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if read_key != key:
+            if read_key in self._reported:
+                return
+            self._reported[read_key] = None
         owner = user_name(st.st_uid)
         details: dict[str, Any] = {
             "path": path, "size": st.st_size, "sha256": digest, "owner": owner,
