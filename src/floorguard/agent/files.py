@@ -23,11 +23,12 @@ Policy table ``[files]``:
 - ``hash_limit`` (bytes, default 256 MiB; 0 never hashes): files larger than this are
   reported without a SHA-256 (the event says why), so a huge copy cannot keep the agent busy.
 
-A file is judged once its writer closes it (or a second after it appeared, when no close
-is seen, as for a hard link or a directory moved in whole); hashing happens on the
-control's own worker thread, never on the thread that receives file-system events. The
-same file with the same size and modification time is reported once. The control only
-observes: it never deletes or blocks a file (the USB control blocks the device itself).
+A file is judged once its writer has closed it and it has stayed untouched for 0.2 s (or
+a second after it appeared, when no close is seen, as for a hard link or a directory moved
+in whole); hashing happens on the control's own worker thread, never on the thread that
+receives file-system events. The same file with the same size and modification time is
+reported once. The control only observes: it never deletes or blocks a file (the USB
+control blocks the device itself).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from .mounts import (
 log = structlog.get_logger("floorguard.files")
 
 SETTLE = 1.0  # seconds to wait for a close before judging a file anyway
+CLOSE_SETTLE = 0.2  # seconds a closed file must stay untouched before it is judged
 TREE_LIMIT = 10000  # files judged from one directory moved in whole
 _MAGIC = set("*?[")
 
@@ -212,6 +214,7 @@ class FilesControl(Control):
         self._unwatched: dict[str, str] = {}
         self._pending: dict[str, float] = {}
         self._pending_lock = threading.Lock()
+        self._closed: set[str] = set()  # pending paths whose writer has closed them
         self._reported: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._tasks: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -393,26 +396,33 @@ class FilesControl(Control):
                 if first:  # the worker sleeps without a timeout while nothing is pending
                     self._tasks.put(("wake", src))
         elif isinstance(event, FileClosedEvent):
-            with self._pending_lock:
-                self._pending.pop(src, None)
+            # Judged once quiet: another writer may already be at the file again (a
+            # truncate-and-rewrite), and the version to report is the one left behind.
             if self._relevant(src):
-                self._tasks.put(("file", src))
+                with self._pending_lock:
+                    first = not self._pending
+                    self._pending[src] = self.ctx.clock()
+                    self._closed.add(src)
+                if first:
+                    self._tasks.put(("wake", src))
         elif isinstance(event, FileMovedEvent):
             dest = os.fsdecode(event.dest_path)
             with self._pending_lock:
                 self._pending.pop(src, None)
+                self._closed.discard(src)
             if self._relevant(dest):
                 self._tasks.put(("file", dest))
         elif isinstance(event, FileDeletedEvent):
             with self._pending_lock:
                 self._pending.pop(src, None)
+                self._closed.discard(src)
 
     # -- the worker: hashing and recording ---------------------------------------------
 
     def _work(self) -> None:
         while True:
             with self._pending_lock:
-                timeout = SETTLE / 2 if self._pending else None
+                timeout = CLOSE_SETTLE / 2 if self._pending else None
             try:
                 task = self._tasks.get(timeout=timeout)
             except queue.Empty:
@@ -439,19 +449,22 @@ class FilesControl(Control):
         second: a long copy whose writer has not closed it yet) waits for its close."""
         now = self.ctx.clock()
         with self._pending_lock:
-            due = [p for p, t in self._pending.items() if now - t >= SETTLE]
-        for p in due:
+            due = [(p, CLOSE_SETTLE if p in self._closed else SETTLE)
+                   for p, t in self._pending.items()
+                   if now - t >= (CLOSE_SETTLE if p in self._closed else SETTLE)]
+        for p, settle in due:
             try:
-                busy = now - os.lstat(p).st_mtime < SETTLE
+                busy = now - os.lstat(p).st_mtime < settle
             except OSError:
                 busy = False
             with self._pending_lock:
                 if p not in self._pending:
-                    continue  # its close arrived meanwhile
+                    continue  # moved or deleted meanwhile
                 if busy:
                     self._pending[p] = now
                     continue
                 del self._pending[p]
+                self._closed.discard(p)
             self._judge_file(p)
 
     def _judge_tree(self, root: str) -> None:
