@@ -131,7 +131,7 @@ KIND_LABELS = {
     "idle.lock_failed": N_("Lock failed"),
     "idle.locked": N_("Seat locked"),
     "idle.source_stale": N_("Idle detection stale"),
-    "idle.suspended": N_("Idle check suspended"),
+    "idle.suspended": N_("PC suspended while idle"),
     "idle.unlocked": N_("Seat unlocked"),
     "idle.warned": N_("Idle warning"),
     "network.flagged": N_("Network traffic flagged"),
