@@ -1,40 +1,17 @@
-"""What the idle benchmarks share: a private system bus with dbusmock's logind and the
-real agent process on it."""
+"""What the idle benchmarks share: a private system bus with dbusmock's logind (the same
+one the idle tests use) and the real agent process on it."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.idle.conftest import LogindMock
+from tests.idle.conftest import running_logind as logind_bus
 from tests.live import AgentProcess
 
-
-@contextlib.contextmanager
-def logind_bus() -> Iterator[LogindMock]:
-    from dbusmock.testcase import BusType, PrivateDBus, SpawnedMock
-
-    saved = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    bus = PrivateDBus(BusType.SYSTEM)
-    bus.start()
-    mock = None
-    try:
-        server = SpawnedMock.spawn_with_template("logind", stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.DEVNULL)
-        mock = LogindMock(bus.address, server)
-        yield mock
-    finally:
-        if mock is not None:
-            mock.stop()
-        bus.stop()
-        if saved is None:
-            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-        else:
-            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
+__all__ = ["idle_agent", "logind_bus"]
 
 
 @contextlib.contextmanager

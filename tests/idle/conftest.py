@@ -3,6 +3,7 @@ private system bus, and Xvfb; every one is stopped when its test ends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -178,8 +179,8 @@ def dbus_iface(obj: Any, iface: str) -> Any:
     return dbus.Interface(obj, iface)
 
 
-@pytest.fixture
-def logind() -> Iterator[LogindMock]:
+@contextlib.contextmanager
+def running_logind() -> Iterator[LogindMock]:
     """A private system bus with python-dbusmock's logind (LockSession that takes,
     SetIdleHint that works), stopped afterwards."""
     need("dbus-daemon", "dbus")
@@ -203,6 +204,13 @@ def logind() -> Iterator[LogindMock]:
             os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
         else:
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
+
+
+@pytest.fixture
+def logind() -> Iterator[LogindMock]:
+    """The logind mock for one test (see ``running_logind``)."""
+    with running_logind() as mock:
+        yield mock
 
 
 class Xserver:
