@@ -246,6 +246,47 @@ verdict = "allow"
     assert len(usb.events()) == before + 1, "only the changed verdict is recorded"
 
 
+def test_a_replugged_device_is_judged_by_the_rules_in_force_and_its_own_serial(
+        usb: UsbHarness) -> None:
+    # A plugged device's judgement is kept for its next plug; it must never outlive a
+    # reload, nor pass from one serial number to another of the same model.
+    usb.start(BASELINE + f"""
+[[usb.device]]
+id = "0781:5567:{FLASH_DRIVE.serial}"
+verdict = "allow"
+""")
+    stick = usb.plug(FLASH_DRIVE, "1-1", devnum=5)
+    usb.wait_event(ALLOWED, port="1-1", serial=FLASH_DRIVE.serial)
+    assert attr(stick) == "1"
+    other = "00000000000000000001"
+
+    def replug(serial: str, devnum: int) -> None:
+        usb.tb.uevent(stick, "remove")
+        usb.settle()
+        usb.tb.set_attribute(stick, "authorized", "0")
+        usb.tb.set_attribute(stick, "serial", serial)
+        usb.tb.set_attribute(stick, "devnum", str(devnum))
+        usb.tb.set_property(stick, "DEVNUM", f"{devnum:03d}")
+        usb.tb.uevent(stick, "add")
+        usb.settle()
+
+    for n, (serial, verdict) in enumerate([(other, "0"), (FLASH_DRIVE.serial, "1"),
+                                           (other, "0")]):
+        replug(serial, 6 + n)
+        kind = ALLOWED if verdict == "1" else BLOCKED
+        usb.wait_event(kind, count=1 + n // 2 + (verdict == "1"), port="1-1", serial=serial)
+        assert attr(stick) == verdict, (n, serial)
+    rule = f"usb.device[0781:5567:{FLASH_DRIVE.serial}]"
+    usb.reload(BASELINE + f"""
+[[usb.device]]
+id = "0781:5567:{FLASH_DRIVE.serial}"
+verdict = "block"
+""")
+    replug(FLASH_DRIVE.serial, 9)
+    (e,) = usb.wait_event(BLOCKED, port="1-1", serial=FLASH_DRIVE.serial, rule=rule)
+    assert attr(stick) == "0" and e["severity"] == "violation"
+
+
 def test_burst_of_100_plugs_none_missed(usb: UsbHarness) -> None:
     # umockdev takes milliseconds to build each device, so the devices are built first
     # and then their add uevents are replayed back to back: a real burst.

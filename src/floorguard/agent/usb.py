@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import queue
@@ -88,6 +89,7 @@ PID_FILE = "usb-agent.pid"
 _INTERFACE_NAME = re.compile(r"^(?P<dev>[0-9.\-]+):(?P<cfg>\d+)\.(?P<num>\d+)$")
 RECEIVE_BUFFER = 64 * 1024 * 1024
 SWITCH_INTERVAL = 0.0002  # seconds
+MEMO_SIZE = 256  # plugged devices' judgements kept
 INVALID_DESCRIPTORS = "invalid_descriptors"
 BYPASS_RULE = "authorized_outside_floorguard"
 
@@ -182,7 +184,7 @@ class Known:
     """What the control decided about a device it has seen."""
 
     path: str
-    devnum: str | None
+    devnum: int | None  # the kernel's device number: a re-plug gets a new one
     identity: Identity
     recognition: Recognition
     decision: Decision
@@ -218,6 +220,9 @@ class UsbDecider(Control):
         self.adapter = adapter
         self.rules = UsbRules()
         self.known: dict[str, Known] = {}
+        # Plugged devices already judged under the current rules (see _remember).
+        self._parsed: dict[bytes, Descriptors] = {}
+        self._decided: dict[tuple[Any, ...], tuple[Recognition, Decision]] = {}
         self._lock = threading.RLock()
         self._evidence: queue.Queue[Any] = queue.Queue()
         self._monitor: Any = None
@@ -233,7 +238,7 @@ class UsbDecider(Control):
 
     def start(self, policy: Policy) -> None:
         super().start(policy)
-        self.rules = UsbRules.from_table(policy.get("usb"))
+        self._set_rules(policy)
         if self.adapter is None:
             self.adapter = SysfsUsb(self.ctx.config.sysfs_root)
         why = self.adapter.available()
@@ -267,8 +272,12 @@ class UsbDecider(Control):
     def apply_policy(self, policy: Policy) -> None:
         super().apply_policy(policy)
         with self._lock:
-            self.rules = UsbRules.from_table(policy.get("usb"))
+            self._set_rules(policy)
             self._reconcile(present=True, changes_only=True)
+
+    def _set_rules(self, policy: Policy) -> None:
+        self.rules = UsbRules.from_table(policy.get("usb"))
+        self._decided.clear()  # judged under the old rules
 
     def stop(self) -> None:
         """Stops watching. Authorization stays as it is and the kernel defaults stay deny:
@@ -376,7 +385,8 @@ class UsbDecider(Control):
             return
         with self._lock:
             known = self.known.get(path)
-            if known is not None and known.devnum == adapter.read(path, "devnum"):
+            if known is not None and known.devnum == _devnum(
+                    device.properties.get("DEVNUM") or adapter.read(path, "devnum")):
                 return  # already judged while the present devices were reconciled
             self._decide(path, device.sys_name, present=False)
 
@@ -389,9 +399,13 @@ class UsbDecider(Control):
             # keyboard is reported, not blocked.
             rules = dataclasses.replace(rules, new_keyboard="warn")
         reason = ""
-        desc: Descriptors | None
+        desc: Descriptors | None = None
+        raw = b""
         try:
-            desc = parse_descriptors(adapter.read_descriptors(path))
+            raw = adapter.read_descriptors(path)
+            desc = self._parsed.get(raw) if not present else None
+            if desc is None:
+                desc = parse_descriptors(raw)
         except DescriptorError as exc:
             desc, reason = None, f"malformed descriptors: {exc}"
         except OSError as exc:
@@ -403,12 +417,19 @@ class UsbDecider(Control):
             recognition = Recognition("other", ())
             decision = Decision("blocked", INVALID_DESCRIPTORS, (), reason=reason)
         else:
-            names = self._interface_names(path) if present else {}
-            recognition = recognize(desc, names)
             others = any(k.keyboard and k.authorized and k.path != path
                          for k in self.known.values())
-            decision = evaluate(rules, ident, desc, keyboard_present=others,
-                                recognition=recognition)
+            key = (raw, ident.serial, port, others)
+            memo = self._decided.get(key) if not present else None
+            if memo is None:
+                names = self._interface_names(path) if present else {}
+                recognition = recognize(desc, names)
+                decision = evaluate(rules, ident, desc, keyboard_present=others,
+                                    recognition=recognition)
+                if not present:
+                    self._remember(raw, desc, key, recognition, decision)
+            else:
+                recognition, decision = memo
         previous = self.known.get(path)
         authorized = self._apply(path, decision, present=present)
         ident = dataclasses.replace(
@@ -416,8 +437,8 @@ class UsbDecider(Control):
             else adapter.read(path, "serial"),
             manufacturer=adapter.read(path, "manufacturer"),
             product_name=adapter.read(path, "product"))
-        known = Known(path, adapter.read(path, "devnum"), ident, recognition, decision,
-                      authorized)
+        known = Known(path, _devnum(adapter.read(path, "devnum")), ident, recognition,
+                      decision, authorized)
         self.known[path] = known
         self.decisions += 1
         if changes_only and previous is not None and previous.decision == decision:
@@ -425,6 +446,17 @@ class UsbDecider(Control):
         self._emit(self._evidence_for(known, present=present,
                                       previous=previous.decision if previous else None))
         return known
+
+    def _remember(self, raw: bytes, desc: Descriptors, key: tuple[Any, ...],
+                  recognition: Recognition, decision: Decision) -> None:
+        """Keep a plugged device's judgement for its next plug: the same descriptor bytes
+        (and serial, port and keyboard state) under the same rules decide the same way,
+        and the operator's own headset or keyboard is plugged again and again."""
+        if len(self._decided) >= MEMO_SIZE:
+            self._decided.clear()
+            self._parsed.clear()
+        self._parsed[raw] = desc
+        self._decided[key] = (recognition, decision)
 
     def _apply(self, path: str, decision: Decision, *, present: bool) -> bool:
         """Write the decision to the kernel; returns whether the device is authorized."""
@@ -703,6 +735,14 @@ def _is_root_hub(sys_name: str) -> bool:
     return sys_name.startswith("usb")
 
 
+def _devnum(text: str | None) -> int | None:
+    """The device number from sysfs (``5``) or a uevent (``DEVNUM=005``)."""
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
 def _int(text: str | None) -> int:
     try:
         return int(text or "0")
@@ -938,6 +978,10 @@ def worker_main() -> int:
                 log.exception("the USB worker failed to start")
                 send({"unavailable": f"failed to start: {type(exc).__name__}: {exc}"})
                 return 1
+            # Everything loaded so far lives as long as the worker: keep it out of the
+            # collector's way, so that no full collection lands between a uevent and its
+            # decision.
+            gc.freeze()
             send({"ready": decider.status()})
         elif decider is None:
             continue
