@@ -14,6 +14,11 @@ after a write. Three subjects over the same mixed devices:
   every 20 ms (what a process control does) and a heartbeat-like journal event every
   100 ms.
 
+The agent keeps the judgement of a device it has seen plugged (the same descriptor bytes
+under the same rules), as an operator's own headset is plugged again and again; the two
+``new devices`` runs change every plug's device release number so that each plug is a
+device never seen before and is parsed and judged in full.
+
     python bench/usb_latency.py [--plugs 1000] [--devices 20] [--gap-ms 5] [--nice -10]
 """
 
@@ -207,10 +212,12 @@ def start_subject(kind: str, tb: Any, workdir: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def measure(tb: Any, paths: list[str], plugs: int, gap: float) -> list[float]:
+def measure(tb: Any, paths: list[str], plugs: int, gap: float,
+            new_devices: bool = False) -> list[float]:
     root = tb.get_root_dir()
     ino = Inotify()
     wds = {p: ino.watch(f"{root}{p}/authorized") for p in paths}
+    original = {p: Path(f"{root}{p}/descriptors").read_bytes() for p in paths}
     samples = []
     for i in range(plugs + 20):
         path = paths[i % len(paths)]
@@ -218,6 +225,13 @@ def measure(tb: Any, paths: list[str], plugs: int, gap: float) -> list[float]:
         for name, value in (("authorized", "0"), ("devnum", str(1000 + i))):
             with open(f"{root}{path}/{name}", "w") as f:
                 f.write(value)
+        if new_devices:
+            # A device never seen before: the same model with another bcdDevice (device
+            # release number, bytes 12-13), so no judgement of an earlier plug applies.
+            raw = bytearray(original[path])
+            raw[12:14] = (i & 0xFFFF).to_bytes(2, "little")
+            Path(f"{root}{path}/descriptors").write_bytes(raw)
+        tb.set_property(path, "DEVNUM", f"{1000 + i:03d}")  # the uevent carries it too
         ino.drain()
         start = time.perf_counter()
         tb.uevent(path, "add")
@@ -232,7 +246,7 @@ def measure(tb: Any, paths: list[str], plugs: int, gap: float) -> list[float]:
 def summary(name: str, ms: list[float]) -> dict[str, float]:
     q = statistics.quantiles(ms, n=100)
     row = {"p50": statistics.median(ms), "p90": q[89], "p99": q[98], "max": max(ms)}
-    print(f"{name:<14} n={len(ms):<5} p50 {row['p50']:.3f} ms   p90 {row['p90']:.3f} ms   "
+    print(f"{name:<24} n={len(ms):<5} p50 {row['p50']:.3f} ms   p90 {row['p90']:.3f} ms   "
           f"p99 {row['p99']:.3f} ms   max {row['max']:.3f} ms", flush=True)
     return row
 
@@ -280,12 +294,15 @@ def main() -> None:
         # otherwise wake late and add its own delay to every figure.
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     rows = {}
-    for kind, name in (("bare", "bare pyudev"), ("idle", "agent idle"), ("busy", "agent busy")):
+    for kind, name, new in (("bare", "bare pyudev", False), ("idle", "agent idle", False),
+                            ("busy", "agent busy", False),
+                            ("idle", "agent idle, new devices", True),
+                            ("busy", "agent busy, new devices", True)):
         with tempfile.TemporaryDirectory() as tmp:
             proc = start_subject(kind, tb, Path(tmp))
             try:
                 rows[name] = summary(name, measure(tb, paths, args.plugs,
-                                                  args.gap_ms / 1000))
+                                                  args.gap_ms / 1000, new))
             finally:
                 proc.terminate()
                 proc.wait(30)
