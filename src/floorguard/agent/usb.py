@@ -356,14 +356,15 @@ class UsbDecider(Control):
                                   device=getattr(device, "sys_path", "?"))
 
     def _on_uevent(self, device: Any) -> None:
-        action, subsystem = device.action, device.subsystem
+        # Each attribute of a pyudev device is a call into libudev: read each once.
+        action, subsystem, sys_path = device.action, device.subsystem, device.sys_path
         self.uevents += 1
-        self.last_uevent = (action, device.sys_path)
+        self.last_uevent = (action, sys_path)
         if subsystem == "usb":
             devtype = device.device_type
             if devtype == "usb_device":
                 if action == "add":
-                    self._device_added(device)
+                    self._device_added(device, sys_path)
                 elif action == "remove":
                     self._device_removed(device)
             elif devtype == "usb_interface" and action == "add":
@@ -377,10 +378,11 @@ class UsbDecider(Control):
         assert self.adapter is not None
         return self.adapter
 
-    def _device_added(self, device: Any) -> None:
+    def _device_added(self, device: Any, sys_path: str) -> None:
         adapter = self._adapter()
-        path = adapter.path(device.sys_path)
-        if _is_root_hub(device.sys_name):
+        path = adapter.path(sys_path)
+        name = sys_path.rpartition("/")[2]
+        if _is_root_hub(name):
             self._deny_hub(path)
             return
         with self._lock:
@@ -388,7 +390,7 @@ class UsbDecider(Control):
             if known is not None and known.devnum == _devnum(
                     device.properties.get("DEVNUM") or adapter.read(path, "devnum")):
                 return  # already judged while the present devices were reconciled
-            self._decide(path, device.sys_name, present=False)
+            self._decide(path, name, present=False)
 
     def _decide(self, path: str, port: str, *, present: bool,
                 changes_only: bool = False) -> Known:
