@@ -4,6 +4,7 @@ sd_notify datagram socket, its journal read back through the CLI."""
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import socket
 import threading
@@ -15,6 +16,7 @@ import pytest
 
 from floorguard.agent.control import Control, ControlUnavailable
 from floorguard.agent.daemon import Agent
+from floorguard.agent.periodic import BACKGROUND_NICE, Periodic
 from floorguard.config import ConfigError, load_config
 from floorguard.journal import JournalReader
 from floorguard.policy import Policy
@@ -260,9 +262,11 @@ class Works(Control):
     name = "print"
     check_interval = 0.05
     checks = 0
+    nice: ClassVar[list[int]] = []
 
     def check(self) -> None:
         Works.checks += 1
+        Works.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         if Works.checks == 1:
             raise OSError("a check that fails once must not stop the next ones")
 
@@ -283,6 +287,8 @@ def test_a_missing_surface_is_recorded_once_and_the_agent_runs_on(tmp_path: Path
         wait_until(lambda: Works.checks >= 3, 15, what="the working control's checks")
         agent.reload()  # the same policy again: the gaps are not recorded twice
         assert NoSurface.starts == 2
+        # Checks keep the agent's priority (a USB worker restarted from one inherits it).
+        assert max(Works.nice) < BACKGROUND_NICE
     finally:
         agent.request_stop()
         thread.join(15)
@@ -319,3 +325,16 @@ def test_a_real_control_without_its_surface_is_a_recorded_gap(tmp_path: Path) ->
     assert kinds(agent) == ["agent.started", "agent.policy_loaded",
                             "agent.control_unavailable", "agent.policy_loaded",
                             "agent.stopped"]
+
+
+def test_periodic_scans_run_at_background_priority() -> None:
+    seen: list[int] = []
+    loop = Periodic("scan", lambda: seen.append(
+        os.getpriority(os.PRIO_PROCESS, threading.get_native_id())), lambda: 0.01)
+    loop.start()
+    try:
+        wait_until(lambda: len(seen) >= 2, 10, what="two scans")
+    finally:
+        loop.stop()
+    assert set(seen) == {BACKGROUND_NICE}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BACKGROUND_NICE

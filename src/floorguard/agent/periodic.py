@@ -1,4 +1,5 @@
-"""A guarded background loop for controls whose pace the policy sets.
+"""Background work: a guarded loop for controls whose pace the policy sets, and the CPU
+priority that all of the agent's periodic work runs at.
 
 The agent's scheduler runs ``Control.check`` at a fixed class-level interval; the leak
 controls instead scan at the policy's ``scan_interval`` / ``check_interval``, which a new
@@ -8,6 +9,8 @@ a single unreadable ``/proc`` entry must never end the watching.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +18,28 @@ from collections.abc import Callable
 import structlog
 
 log = structlog.get_logger("floorguard.agent")
+
+# The nice value of the scan loops (processes, files, network): a full scan can always
+# wait a few milliseconds; the operator's programs and the agent's own decisions (a USB
+# uevent in the USB worker, a print job, an idle lock) must not wait behind it. The
+# scheduler's checks are short and keep the agent's priority: a process started from one
+# (the USB worker after a crash) inherits the priority of the thread that starts it.
+BACKGROUND_NICE = 10
+_background = threading.local()
+
+
+def background_thread() -> None:
+    """Lower the calling thread's CPU priority to ``BACKGROUND_NICE`` (once per thread).
+
+    Linux keeps a nice value per thread, and lowering one's own needs no privilege. A
+    thread already running lower is left as it is."""
+    if getattr(_background, "lowered", False):
+        return
+    _background.lowered = True
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        if os.getpriority(os.PRIO_PROCESS, tid) < BACKGROUND_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
 
 
 class Periodic:
@@ -47,6 +72,7 @@ class Periodic:
             self._thread = None
 
     def _run(self) -> None:
+        background_thread()
         if self._wait_first:
             self._wake.wait(max(self._interval(), 0.01))
             self._wake.clear()
