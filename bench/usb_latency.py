@@ -3,16 +3,16 @@
 Runs under umockdev (it re-executes itself under ``umockdev-wrapper``, in a private network
 namespace when root so that the uevent queue limit can be raised). The subject runs in its
 own process, as the agent does in production; this process holds the testbed and times
-each plug: the device is reset to unauthorized with a new device number (as a re-plug gets),
-then its add uevent is sent and timed until inotify reports that ``authorized`` was closed
-after a write. Three subjects over the same mixed devices:
+each plug: the device's remove uevent is sent, it is reset to unauthorized with a new device
+number (as a re-plug gets), and after the gap its add uevent is sent and timed until inotify
+reports that ``authorized`` was closed after a write. Three subjects over the same mixed devices:
 
 * ``bare pyudev``: a minimal loop (kernel-source monitor, read ``descriptors``, write
   ``authorized``), the floor to compare with;
 * ``agent idle``: the full agent (journal, evidence thread, scheduler) with the USB control;
 * ``agent busy``: the same with other periodic work in the agent process: a process scan
-  every 20 ms (what a process control does) and a heartbeat-like journal event every
-  100 ms.
+  every 20 ms on a scan loop (what the processes control does, at 50 times its default
+  pace) and a heartbeat-like journal event every 100 ms.
 
 The agent keeps the judgement of a device it has seen plugged (the same descriptor bytes
 under the same rules), as an operator's own headset is plugged again and again; the two
@@ -154,6 +154,7 @@ def serve_agent(workdir: Path, busy: bool) -> None:
 
     from floorguard.agent.control import Control
     from floorguard.agent.daemon import Agent
+    from floorguard.agent.periodic import Periodic
     from floorguard.agent.usb import UsbControl
     from floorguard.config import AgentConfig
 
@@ -161,14 +162,22 @@ def serve_agent(workdir: Path, busy: bool) -> None:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
     class ProcessScan(Control):
-        """Stands for the other controls' periodic work: a full process scan, and a
-        heartbeat-like journal event every fifth scan."""
+        """Stands for the processes control's scan: a full process scan every 20 ms on a
+        scan loop of its own (as the real control runs it), and a heartbeat-like journal
+        event every fifth scan."""
 
         name = "processes"
-        check_interval = 0.02
         ticks = 0
 
-        def check(self) -> None:
+        def start(self, policy: Any) -> None:
+            super().start(policy)
+            self.loop = Periodic("processes-scan", self.scan, lambda: 0.02)
+            self.loop.start()
+
+        def stop(self) -> None:
+            self.loop.stop()
+
+        def scan(self) -> None:
             import psutil
 
             for p in psutil.process_iter(["name", "cmdline", "exe", "username"]):
@@ -221,7 +230,9 @@ def measure(tb: Any, paths: list[str], plugs: int, gap: float,
     samples = []
     for i in range(plugs + 20):
         path = paths[i % len(paths)]
-        # A re-plug: unauthorized again, with a new device number.
+        # A re-plug: the device goes away, then comes back unauthorized with a new device
+        # number.
+        tb.uevent(path, "remove")
         for name, value in (("authorized", "0"), ("devnum", str(1000 + i))):
             with open(f"{root}{path}/{name}", "w") as f:
                 f.write(value)
@@ -232,13 +243,13 @@ def measure(tb: Any, paths: list[str], plugs: int, gap: float,
             raw[12:14] = (i & 0xFFFF).to_bytes(2, "little")
             Path(f"{root}{path}/descriptors").write_bytes(raw)
         tb.set_property(path, "DEVNUM", f"{1000 + i:03d}")  # the uevent carries it too
+        time.sleep(gap)  # plugs are isolated events: the subject records in between
         ino.drain()
         start = time.perf_counter()
         tb.uevent(path, "add")
         done = ino.wait_for(wds[path])
         if i >= 20:  # the first plugs warm caches up
             samples.append((done - start) * 1000)
-        time.sleep(gap)  # plugs are isolated events: the subject records in between
     os.close(ino.fd)
     return samples
 
