@@ -1,12 +1,13 @@
 """A fleet of simulated agents against one console on SQLite: heartbeats and long-polls.
 
 Runs the agent's real channel classes (``ConsoleSession``, ``Heartbeat``,
-``CommandPoller`` from ``floorguard.agent.channel``), many per process on asyncio,
-against ``floorguard console`` in its own process. Commands are queued two ways: through
-the SV's "lock this seat now" button (the console process wakes the long-poll at once)
-and straight into the store, as another console process behind a load balancer would
-(found by the store poll). Prints the console's CPU and memory, heartbeat round-trip
-percentiles and command delivery percentiles (queued -> handler running on the agent).
+``CommandPoller`` from ``floorguard.agent.channel``), many per process, each agent with
+its own client and its own heartbeat and command-poll threads as in the agent, against
+``floorguard console`` in its own process. Commands are queued two ways: through the SV's
+"lock this seat now" button (the console process wakes the long-poll at once) and
+straight into the store, as another console process behind a load balancer would (found
+by the store poll). Prints the console's CPU and memory, heartbeat round-trip percentiles
+and command delivery percentiles (queued -> handler running on the agent).
 
     python bench/link_fleet.py --agents 1000 --duration 60
 """
@@ -14,7 +15,6 @@ percentiles and command delivery percentiles (queued -> handler running on the a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,54 +48,56 @@ def pct(values: list[float], p: float) -> float:
 
 def worker(url: str, agents: list[tuple[str, str]], interval: float, duration: float,
            out: Any, niceness: int) -> None:
-    """One client process: ``len(agents)`` agents on one event loop."""
+    """One client process: ``len(agents)`` agents, each with its own client and its
+    heartbeat and command-poll threads, as ``Channel`` runs them in the agent."""
     if niceness:
         os.nice(niceness)
+    stop = threading.Event()
+    received: list[tuple[str, int, dict[str, Any], float]] = []
+    heartbeats: list[Heartbeat] = []
+    pollers: list[CommandPoller] = []
+    sessions: list[ConsoleSession] = []
+    threads: list[threading.Thread] = []
+    for aid, tok in agents:
+        # each agent its own client and connections, as on the floor (plain HTTP on
+        # loopback: no CA bundle to load a thousand times)
+        session = ConsoleSession(url, (lambda t=tok: t), verify=False)
+        sessions.append(session)
+        status = {"version": "bench", "policy": "0" * 64, "controls": ["usb", "idle"],
+                  "unavailable": {}, "user": "op", "locked": False, "interval": interval}
+        hb = Heartbeat(session, lambda s=status: s, interval=lambda: interval)
 
-    async def main() -> dict[str, Any]:
-        stop = asyncio.Event()
-        received: list[tuple[str, int, dict[str, Any], float]] = []
-        heartbeats: list[Heartbeat] = []
-        pollers: list[CommandPoller] = []
-        tasks = []
-        sessions: list[ConsoleSession] = []
-        for aid, tok in agents:
-            # each agent its own client and connections, as on the floor (plain HTTP
-            # on loopback: no CA bundle to load a thousand times)
-            session = ConsoleSession(url, (lambda t=tok: t), verify=False)
-            sessions.append(session)
-            status = {"version": "bench", "policy": "0" * 64, "controls": ["usb", "idle"],
-                      "unavailable": {}, "user": "op", "locked": False, "interval": interval}
-            hb = Heartbeat(session, lambda s=status: s, interval=lambda: interval)
+        def execute(cmd: dict[str, Any], aid: str = aid) -> dict[str, Any]:
+            received.append((aid, int(cmd["id"]), cmd["args"], time.time()))
+            return {"ok": True}
 
-            async def execute(cmd: dict[str, Any], aid: str = aid) -> dict[str, Any]:
-                received.append((aid, int(cmd["id"]), cmd["args"], time.time()))
-                return {"ok": True}
+        poller = CommandPoller(session, execute)
+        heartbeats.append(hb)
+        pollers.append(poller)
+        boot = random.uniform(0, interval)  # agents boot at random
 
-            poller = CommandPoller(session, execute)
-            heartbeats.append(hb)
-            pollers.append(poller)
+        def run(loop: Any, boot: float = boot) -> None:
+            if not stop.wait(boot):
+                loop(stop)
 
-            async def start(hb: Heartbeat = hb, poller: CommandPoller = poller) -> None:
-                await asyncio.sleep(random.uniform(0, interval))  # agents boot at random
-                await asyncio.gather(hb.run(stop), poller.run(stop))
-
-            tasks.append(asyncio.create_task(start()))
-        await asyncio.sleep(duration)
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for session in sessions:
-            await session.aclose()
-        cpu = psutil.Process().cpu_times()
-        return {"cpu_s": cpu.user + cpu.system,
-                "heartbeat": [x for hb in heartbeats for x in hb.latencies],
-                "hb_failures": sum(hb.failures for hb in heartbeats),
-                "poll_failures": sum(p.failures for p in pollers),
-                "received": received}
-
-    out.put(asyncio.run(main()))
+        threads += [threading.Thread(target=run, args=(hb.run,), daemon=True),
+                    threading.Thread(target=run, args=(poller.run,), daemon=True)]
+    for t in threads:
+        t.start()
+    time.sleep(duration)
+    stop.set()
+    for hb in heartbeats:
+        hb.wake()
+    for t in threads[0::2]:  # heartbeats end at once; command polls may be mid-wait
+        t.join(15)
+    failures = {"hb_failures": sum(hb.failures for hb in heartbeats),
+                "poll_failures": sum(p.failures for p in pollers)}
+    cpu = psutil.Process().cpu_times()
+    out.put({"cpu_s": cpu.user + cpu.system,
+             "heartbeat": [x for hb in heartbeats for x in hb.latencies],
+             "received": list(received), **failures})
+    for session in sessions:
+        session.close()
 
 
 def setup_store(db_url: str, n: int) -> list[tuple[str, str]]:

@@ -1,45 +1,54 @@
 """The agent's live channel to the console: heartbeats, commands, central policy.
 
-Three small asyncio classes do the talking and know nothing of the daemon, so the fleet
-benchmark runs a thousand of them in one process exactly as each agent runs its own:
+Three small classes do the talking and know nothing of the daemon, so the fleet benchmark
+runs a thousand of them in one process exactly as each agent runs its own (a thread for
+the heartbeat and one for the command poll, per agent):
 
-- ``ConsoleSession``: the console URL, the agent's bearer token and one HTTP client.
+- ``ConsoleSession``: the console URL, the agent's bearer token and one HTTP client (in
+  the agent, the link's own client: one connection pool for the three of them).
 - ``Heartbeat``: posts the agent's state every interval (and ``"stopping"`` once before a
   deliberate stop); hands each reply to a callback.
 - ``CommandPoller``: holds ``GET /api/v1/commands?wait=25`` open, runs each command it
   gets, posts the result; a command already run (its id remembered) is acknowledged again
   with the same result rather than run twice.
 
-``Channel`` wires them to the daemon in a thread of its own: status from
-``Agent.status()``, the interval from the policy's ``[agent] heartbeat_interval``,
-commands through the agent's ``Commands`` registry (each recorded as ``agent.command``),
-and the floor policy the console holds applied exactly like a local reload.
+Both loops are plain threads on the blocking HTTP client the link already uses: an event
+loop and an async HTTP stack would cost each operator PC a few MiB of resident memory for
+two requests in flight.
+
+``Channel`` wires them to the daemon: status from ``Agent.status()``, the interval from
+the policy's ``[agent] heartbeat_interval``, commands through the agent's ``Commands``
+registry (each recorded as ``agent.command``), and the floor policy the console holds
+applied exactly like a local reload.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
 from .. import __version__
+from .link import import_httpx
 
 if TYPE_CHECKING:
+    import httpx
+
     from .daemon import Agent
+else:
+    httpx = import_httpx()
 
 log = structlog.get_logger("floorguard.channel")
 
 POLL_WAIT = 25.0
 DONE_KEEP = 200
 DONE_META = "commands_done"
+STOPPING_TIMEOUT = 3.0
 
 
 class NoToken(Exception):
@@ -47,13 +56,14 @@ class NoToken(Exception):
 
 
 class ConsoleSession:
-    """One agent's authenticated client for the console."""
+    """One agent's authenticated client for the console. The client may be shared with
+    other threads (httpx's pool is thread-safe); a session closes only a client it made."""
 
     def __init__(self, base_url: str, token: Callable[[], str | None], *, verify: Any = True,
-                 client: httpx.AsyncClient | None = None, timeout: float = 10.0):
+                 client: httpx.Client | None = None, timeout: float = 10.0):
         self.token = token
         self._own = client is None
-        self.client = client or httpx.AsyncClient(
+        self.client = client or httpx.Client(
             base_url=base_url.rstrip("/"), verify=verify, timeout=timeout,
             headers={"User-Agent": f"floorguard/{__version__}"})
         self.base = "" if client is None else base_url.rstrip("/")
@@ -64,60 +74,60 @@ class ConsoleSession:
             raise NoToken("no agent token: run 'floorguard enroll'")
         return {"Authorization": f"Bearer {token}"}
 
-    async def request(self, method: str, path: str, *, json_body: Any = None,
-                      params: dict[str, Any] | None = None,
-                      timeout: float | None = None) -> httpx.Response:
+    def request(self, method: str, path: str, *, json_body: Any = None,
+                params: dict[str, Any] | None = None,
+                timeout: float | None = None) -> httpx.Response:
         kwargs: dict[str, Any] = {"headers": self._headers(), "params": params}
         if json_body is not None:
             kwargs["json"] = json_body
         if timeout is not None:
             kwargs["timeout"] = timeout
-        resp = await self.client.request(method, self.base + path, **kwargs)
+        resp = self.client.request(method, self.base + path, **kwargs)
         if resp.status_code >= 400:
             raise httpx.HTTPStatusError(
                 f"console answered {resp.status_code} to {method} {path}: {resp.text[:200]}",
                 request=resp.request, response=resp)
         return resp
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         if self._own:
-            await self.client.aclose()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), max(seconds, 0.0))
+            self.client.close()
 
 
 class Heartbeat:
-    """Posts ``status()`` every ``interval()`` seconds."""
+    """Posts ``status()`` every ``interval()`` seconds until ``stop`` is set; ``wake()``
+    sends the next one at once (and ends the wait when stopping)."""
 
     def __init__(self, session: ConsoleSession, status: Callable[[], dict[str, Any]], *,
                  interval: Callable[[], float],
-                 on_reply: Callable[[dict[str, Any]], Awaitable[None]] | None = None):
+                 on_reply: Callable[[dict[str, Any]], None] | None = None):
         self.session = session
         self.status = status
         self.interval = interval
         self.on_reply = on_reply
         self.latencies: list[float] = []  # seconds per heartbeat round trip (bench reads)
         self.failures = 0
-        self.now = asyncio.Event()  # set to send the next heartbeat at once
+        self._wake = threading.Event()
 
-    async def beat(self, state: str = "running") -> dict[str, Any]:
+    def wake(self) -> None:
+        self._wake.set()
+
+    def beat(self, state: str = "running", timeout: float | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        resp = await self.session.request("POST", "/api/v1/heartbeat",
-                                          json_body={"state": state, "status": self.status()})
+        resp = self.session.request("POST", "/api/v1/heartbeat", timeout=timeout,
+                                    json_body={"state": state, "status": self.status()})
         self.latencies.append(time.perf_counter() - t0)
         reply: dict[str, Any] = resp.json()
         return reply
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self._wake.clear()
             try:
-                reply = await self.beat()
+                reply = self.beat()
                 self.failures = 0
                 if self.on_reply is not None:
-                    await self.on_reply(reply)
+                    self.on_reply(reply)
             except NoToken:
                 pass
             except (httpx.HTTPError, ValueError) as exc:
@@ -127,29 +137,15 @@ class Heartbeat:
                              failures=self.failures)
             except Exception:  # one bad reply must not end the heartbeats
                 log.exception("heartbeat handling failed")
-            self.now.clear()
-            waiter = asyncio.ensure_future(self.now.wait())
-            try:
-                await _sleep_or_stop_or(stop, waiter, self.interval())
-            finally:
-                waiter.cancel()
-
-
-async def _sleep_or_stop_or(stop: asyncio.Event, other: asyncio.Future[Any],
-                            seconds: float) -> None:
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({stopper, other}, timeout=max(seconds, 0.0),
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
+            if not stop.is_set():
+                self._wake.wait(max(self.interval(), 0.0))
 
 
 class CommandPoller:
     """Long-polls for commands, runs each through ``execute`` and posts its result."""
 
     def __init__(self, session: ConsoleSession,
-                 execute: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], *,
+                 execute: Callable[[dict[str, Any]], dict[str, Any]], *,
                  wait: float = POLL_WAIT, done: dict[int, dict[str, Any]] | None = None,
                  on_done: Callable[[dict[int, dict[str, Any]]], None] | None = None):
         self.session = session
@@ -159,17 +155,20 @@ class CommandPoller:
         self.on_done = on_done
         self.failures = 0
 
-    async def poll_once(self) -> int:
-        resp = await self.session.request("GET", "/api/v1/commands",
-                                          params={"wait": self.wait},
-                                          timeout=self.wait + 15)
+    def poll_once(self, stop: threading.Event | None = None) -> int:
+        resp = self.session.request("GET", "/api/v1/commands",
+                                    params={"wait": self.wait},
+                                    timeout=self.wait + 15)
         cmds = resp.json().get("commands", [])
         for cmd in cmds:
+            if stop is not None and stop.is_set():
+                # Stopping: a command without a result is delivered again next time.
+                break
             cid = int(cmd["id"])
             result = self.done.get(cid)
             if result is None:
                 try:
-                    result = await self.execute(cmd)
+                    result = self.execute(cmd)
                 except Exception as exc:  # a failing handler is a failed command, not a crash
                     log.exception("command failed", name=cmd.get("name"))
                     result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -178,23 +177,29 @@ class CommandPoller:
                     self.done.pop(min(self.done))
                 if self.on_done is not None:
                     self.on_done(self.done)
-            await self.session.request("POST", f"/api/v1/commands/{cid}/result",
-                                       json_body={"result": result})
+            self.session.request("POST", f"/api/v1/commands/{cid}/result",
+                                 json_body={"result": result})
         return len(cmds)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def run(self, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set. A poll in flight then runs to its end (at most
+        ``wait`` seconds, or the client closed under it) and nothing more is run."""
         while not stop.is_set():
             try:
-                await self.poll_once()
+                self.poll_once(stop)
                 self.failures = 0
             except NoToken:
-                await _sleep_or_stop(stop, 5)
-            except (httpx.HTTPError, ValueError) as exc:
+                stop.wait(5)
+            except Exception as exc:
+                if stop.is_set():
+                    break  # the client may have been closed under the poll
                 self.failures += 1
-                if self.failures in (1, 10) or self.failures % 100 == 0:
+                if not isinstance(exc, (httpx.HTTPError, ValueError)):
+                    log.exception("command poll failed")
+                elif self.failures in (1, 10) or self.failures % 100 == 0:
                     log.info("command poll failed", error=f"{type(exc).__name__}: {exc}",
                              failures=self.failures)
-                await _sleep_or_stop(stop, min(30.0, 0.5 * 2 ** min(self.failures, 6)))
+                stop.wait(min(30.0, 0.5 * 2 ** min(self.failures, 6)))
 
 
 def summarize(value: Any, limit: int = 200) -> Any:
@@ -209,17 +214,18 @@ def summarize(value: Any, limit: int = 200) -> Any:
 
 
 class Channel:
-    """Runs the heartbeat, the command poller and policy sync for the daemon."""
+    """Runs the heartbeat, the command poller and policy sync for the daemon, on the
+    link's HTTP client."""
 
     def __init__(self, agent: Agent):
         self.agent = agent
         self.config = agent.config
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._stopped = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         self.rejected_hash: str | None = None
+        self.session: ConsoleSession | None = None
         self.heartbeat: Heartbeat | None = None
+        self.poller: CommandPoller | None = None
 
     def interval(self) -> float:
         policy = self.agent.policy
@@ -236,88 +242,85 @@ class Channel:
         return status
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._thread_main, name="channel", daemon=True)
-        self._thread.start()
+        link = self.agent.link
+        self.session = ConsoleSession(self.config.console_url, link.token, client=link.client)
+        self.heartbeat = Heartbeat(self.session, self.status, interval=self.interval,
+                                   on_reply=self._on_reply)
+        self.poller = CommandPoller(self.session, self._execute, done=self._load_done(),
+                                    on_done=self._save_done)
+        self._threads = [
+            threading.Thread(target=self._heartbeat_main, name="heartbeat", daemon=True),
+            threading.Thread(target=self._poller_main, name="commands", daemon=True)]
+        for t in self._threads:
+            t.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Tell the console this is a deliberate stop, then end the channel."""
-        loop, stop = self._loop, self._stop
-        if self._thread is None or loop is None or stop is None:
+        """Tell the console this is a deliberate stop, then end the channel. The heartbeat
+        thread sends ``"stopping"`` after its last beat, so the console cannot receive
+        them out of order; a command poll still open is left to end with the process."""
+        if not self._threads or self.heartbeat is None:
             return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(stop.set)
-        self._thread.join(timeout)
+        self._stop.set()
+        self.heartbeat.wake()
+        self._threads[0].join(timeout)
 
-    def _thread_main(self) -> None:
+    def _heartbeat_main(self) -> None:
+        assert self.heartbeat is not None
         try:
-            asyncio.run(self._main())
+            self.heartbeat.run(self._stop)
         except Exception:
-            log.exception("the console channel ended")
-
-    async def _main(self) -> None:
-        from .link import make_verify
-
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        session = ConsoleSession(self.config.console_url, self.agent.link.token,
-                                 verify=make_verify(self.config))
-        self.heartbeat = Heartbeat(session, self.status, interval=self.interval,
-                                   on_reply=lambda reply: self._on_reply(session, reply))
-        done = self._load_done()
-        poller = CommandPoller(session, self._execute, done=done, on_done=self._save_done)
-        tasks = [asyncio.create_task(self.heartbeat.run(self._stop)),
-                 asyncio.create_task(poller.run(self._stop))]
-        await self._stop.wait()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            log.exception("the heartbeat ended")
+            return
         try:
-            await asyncio.wait_for(self.heartbeat.beat("stopping"), 3)
+            self.heartbeat.beat("stopping", timeout=STOPPING_TIMEOUT)
         except Exception as exc:  # the console may be down: the stop is in the journal
             log.info("could not tell the console about the stop", error=str(exc))
-        await session.aclose()
+
+    def _poller_main(self) -> None:
+        assert self.poller is not None
+        try:
+            self.poller.run(self._stop)
+        except Exception:
+            log.exception("the command poll ended")
 
     # -- replies and commands ----------------------------------------------------------
 
-    async def _on_reply(self, session: ConsoleSession, reply: dict[str, Any]) -> None:
+    def _on_reply(self, reply: dict[str, Any]) -> None:
         link = self.agent.link
         if link is not None:
             link.fleet = int(reply.get("fleet") or 1)
             link.drain_rate = float(reply.get("drain_rate") or link.drain_rate)
         ref = reply.get("policy")
-        if not ref:
+        if not ref or self.session is None:
             return
         current = self.agent.policy.hash if self.agent.policy else None
         want = str(ref.get("hash"))
         if want in (current, self.rejected_hash):
             return
-        resp = await session.request("GET", "/api/v1/policy")
-        held = resp.json()
+        held = self.session.request("GET", "/api/v1/policy").json()
         text = str(held["text"])
         if hashlib.sha256(text.encode("utf-8")).hexdigest() != held["hash"]:
             log.warning("the console's policy does not match its hash; not applied")
             return
         source = f"console:{held['floor']}"
-        ok = await asyncio.to_thread(self.agent.reload, text, source)
-        if not ok:
+        if not self.agent.reload(text, source):
             self.rejected_hash = held["hash"]  # refused once; wait for a new one
         if self.heartbeat is not None:
-            self.heartbeat.now.set()  # report the hash in force at once
+            self.heartbeat.wake()  # report the hash in force at once
 
-    async def _execute(self, cmd: dict[str, Any]) -> dict[str, Any]:
+    def _execute(self, cmd: dict[str, Any]) -> dict[str, Any]:
         name, args = str(cmd["name"]), dict(cmd.get("args") or {})
         try:
-            result = await asyncio.to_thread(self.agent.commands.run, name, args)
+            result = self.agent.commands.run(name, args)
         except Exception as exc:
             log.exception("command handler failed", name=name)
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         if not isinstance(result, dict):
             result = {"ok": False, "error": f"handler returned {type(result).__name__}"}
-        await asyncio.to_thread(
-            self.agent.record, "agent", "agent.command", "info" if result.get("ok")
-            else "warning", {"id": int(cmd["id"]), "name": name, "args": summarize(args),
-                             "ok": bool(result.get("ok")), "result": summarize(result)},
-            wait=True)
+        self.agent.record(
+            "agent", "agent.command", "info" if result.get("ok") else "warning",
+            {"id": int(cmd["id"]), "name": name, "args": summarize(args),
+             "ok": bool(result.get("ok")), "result": summarize(result)}, wait=True)
         return result
 
     def _load_done(self) -> dict[int, dict[str, Any]]:

@@ -86,7 +86,7 @@ def system_trust() -> Any:
 
 def make_verify(config: Any) -> Any:
     """How the console's certificate is verified: against ``ca_file``, else the system
-    CAs; the link's and the channel's clients share it."""
+    CAs; one context for the link's client, which the channel shares."""
     import ssl
 
     if config.ca_file:
@@ -98,14 +98,21 @@ def make_verify(config: Any) -> Any:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def make_client(config: Any, timeout: float = 10.0) -> Any:
+def import_httpx() -> Any:
+    """httpx without its command-line tool: httpx imports it (click, pygments) when it is
+    imported; the agent never runs it, and it is 2 MiB of the agent's resident memory."""
     import sys
 
-    # httpx imports its command-line tool (click, pygments) when it is imported; the agent
-    # never runs it, and it is 2 MiB of the agent's resident memory.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import httpx
 
+    return httpx
+
+
+def make_client(config: Any, timeout: float = 10.0) -> Any:
+    """The agent's one HTTP client: the link ships the journal on it and the channel
+    (heartbeats, command polls, policy) shares its connection pool and TLS context."""
+    httpx = import_httpx()
     verify = make_verify(config)
     return httpx.Client(base_url=config.console_url.rstrip("/"), verify=verify,
                         timeout=timeout, headers={"User-Agent": f"floorguard/{__version__}"})
@@ -120,6 +127,7 @@ class Link:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.client: Any = None
         self.failures = 0
         self.connected = False
         self.fleet = 1  # learnt from heartbeat replies
@@ -134,6 +142,12 @@ class Link:
         except LinkConfigError as exc:
             log.error("link disabled", error=str(exc))
             self.agent.state["link"] = f"disabled: {exc}"
+            return
+        try:
+            self.client = make_client(self.config)
+        except Exception as exc:  # an unreadable ca_file: the agent runs on, journalling
+            log.error("link disabled", error=f"{type(exc).__name__}: {exc}")
+            self.agent.state["link"] = f"disabled: {type(exc).__name__}: {exc}"
             return
         self._thread = threading.Thread(target=self._run, name="link", daemon=True)
         self._thread.start()
@@ -168,7 +182,7 @@ class Link:
 
     def _run(self) -> None:
         reader = JournalReader(self.config.state_dir)
-        client = make_client(self.config)
+        client = self.client
         warned_token = False
         try:
             while not self._stop.is_set():
