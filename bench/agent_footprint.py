@@ -5,7 +5,10 @@ for the agent's READY=1 on a private sd_notify socket and for its first events t
 shipped, then reads /proc/PID/smaps_rollup and /proc/PID/stat. Stops everything it started.
 
     python bench/agent_footprint.py [--seconds 60] [--policy FILE] [--no-console]
-                                    [--importtime FILE]
+                                    [--importtime FILE] [--usb]
+
+``--usb`` adds a ``[usb]`` table and runs everything under umockdev (a root hub and three
+devices), and also prints the memory of the USB worker process the agent starts.
 
 Targets: RSS at most 35 MiB, idle CPU under 0.2 % of one core.
 """
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +38,35 @@ name = "bench"
 [agent]
 heartbeat_interval = "30s"
 """
+USB_TABLE = """
+[usb]
+mode = "enforce"
+allow = ["03:*:*", "09:*:*", "01:*:*"]
+block = ["08:*:*"]
+default = "block"
+"""
+
+
+def under_umockdev() -> Any:
+    """Re-run this benchmark under umockdev-wrapper (loopback stays usable: no private
+    network namespace) and make a testbed, which lives as long as it is referenced."""
+    if "libumockdev-preload" not in os.environ.get("LD_PRELOAD", ""):
+        wrapper = shutil.which("umockdev-wrapper")
+        if wrapper is None:
+            raise SystemExit("--usb needs umockdev-wrapper: install the Debian package umockdev")
+        os.execv(wrapper, [wrapper, sys.executable, *sys.argv])  # noqa: S606 an argument list
+    sys.path[:0] = [str(REPO), str(REPO / "src")]
+    import gi
+
+    gi.require_version("UMockdev", "1.0")
+    from gi.repository import UMockdev
+    from tests.usb.devices import DEVICES, ROOT_HUB, umockdev_text
+
+    tb = UMockdev.Testbed.new()
+    tb.add_from_string(ROOT_HUB)
+    for n, name in enumerate(["keyboard", "flash_drive", "headset"]):
+        tb.add_from_string(umockdev_text(DEVICES[name], f"1-{n + 1}", devnum=n + 2))
+    return tb
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -86,6 +119,14 @@ def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
+            out += [int(child), *children(int(child))]
+    return out
+
+
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -103,7 +144,10 @@ def main() -> int:
     ap.add_argument("--policy", help="policy file (default: [floor] and [agent] only)")
     ap.add_argument("--no-console", action="store_true", help="run the agent without a link")
     ap.add_argument("--importtime", metavar="FILE", help="write the agent's -X importtime log")
+    ap.add_argument("--usb", action="store_true",
+                    help="add [usb] under umockdev; also print the USB worker's memory")
     args = ap.parse_args()
+    testbed = under_umockdev() if args.usb else None
 
     work = Path(tempfile.mkdtemp(prefix="fg-bench-"))
     console = agent = None
@@ -111,9 +155,12 @@ def main() -> int:
     try:
         policy = Path(args.policy) if args.policy else work / "policy.toml"
         if not args.policy:
-            policy.write_text(DEFAULT_POLICY)
+            policy.write_text(DEFAULT_POLICY + (USB_TABLE if args.usb else ""))
         agent_env = {**unit_environment(), "FLOORGUARD_STATE_DIR": str(work / "state"),
                      "FLOORGUARD_POLICY": str(policy), "FLOORGUARD_SEAT": "BENCH-01"}
+        if testbed is not None:
+            agent_env |= {"UMOCKDEV_DIR": testbed.get_root_dir(),
+                          "FLOORGUARD_RUNTIME_DIR": str(work / "run")}
         if not args.no_console:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
@@ -164,6 +211,17 @@ def main() -> int:
         print(f"RSS after {args.seconds:.0f} s idle     {mem1['Rss'] / 1024:6.1f} MiB")
         print(f"CPU over {args.seconds:.0f} s idle      {cpu_pct:6.3f} % of a core  "
               f"({ticks1 - ticks0} ticks; target < 0.2 %: {'ok' if cpu_pct < 0.2 else 'OVER'})")
+        kids = children(pid)
+        if args.usb and not any(b"worker_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+                                for c in kids):
+            print("no USB worker is running: the usb control did not start")
+        for child in kids:
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+            what = "USB worker" if b"worker_main" in cmd else cmd.split(b"\0")[0].decode()
+            mem = memory(child)
+            print(f"{what} (pid {child})  RSS {mem['Rss'] / 1024:.1f} MiB, PSS "
+                  f"{mem['Pss'] / 1024:.1f} MiB (anon {mem['Pss_Anon'] / 1024:.1f}), "
+                  f"threads {threads(child)}")
         return 0
     finally:
         stop(agent)
