@@ -17,13 +17,9 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    # Kept out of the agent, which never uses them, to save resident memory on every
-    # operator PC: structlog's deprecated greenlet-local context imports greenlet (and
-    # with it the C++ runtime, 1 MiB) whenever it is installed, as it is for the console's
-    # SQLAlchemy; httpx, which the print control's CUPS client uses, imports its
-    # command-line tool (click, pygments: 2 MiB) when it is imported.
-    sys.modules.setdefault("greenlet", None)  # type: ignore[arg-type]
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    from .agent import keep_out_unused_imports
+
+    keep_out_unused_imports()
     from .agent.daemon import Agent
     from .config import ConfigError, load_config
     from .logconfig import configure

@@ -843,6 +843,8 @@ class UsbControl(Control):
         # agent's log stream.
         root = str(Path(__file__).resolve().parents[2])
         code = (f"import sys; sys.path.insert(0, {root!r}); "
+                "from floorguard.agent import keep_out_unused_imports; "
+                "keep_out_unused_imports(); "
                 "from floorguard.agent.usb import worker_main; sys.exit(worker_main())")
         proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, bufsize=1)
