@@ -265,7 +265,9 @@ class UsbHarness:
     def settle(self) -> None:
         """Wait until the control has handled every uevent sent so far: uevents reach it
         in order, so once it has seen a "change" of the root hub sent now, it has seen
-        the device and interface adds before it."""
+        the device and interface adds before it. The mark is cleared first: the last
+        settle's "change" must not pass for this one."""
+        self.control.last_uevent = ("", "")
         self.tb.uevent(SYS, "change")
         wait_until(lambda: self.control.last_uevent == ("change", SYS), 10,
                    "the control to handle the uevents")
