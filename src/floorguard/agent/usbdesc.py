@@ -207,7 +207,7 @@ def _parse_config(data: bytes, start: int, index: int) -> tuple[Configuration, i
             number, alt, _neps, cls, sub, proto, iif = struct.unpack_from("<7B", data, pos + 2)
             fn = next((f for f in functions
                        if f.first_interface <= number < f.first_interface + f.interface_count),
-                      None)
+                      None) if functions else None
             current = (value, number, alt, cls, sub, proto, iif, fn)
             endpoints = []
         elif dtype == _ENDPOINT:
@@ -470,7 +470,7 @@ def evaluate(rules: UsbRules, ident: Identity, desc: Descriptors, *,
     and a configuration switch away from its blocked interfaces).
     """
     groups = _group(desc)
-    dev_rule = _device_rule(rules.devices, ident)
+    dev_rule = _device_rule(rules.devices, ident) if rules.devices else None
     if dev_rule is not None:
         verdict = dev_rule.verdict
         ivs = tuple(InterfaceVerdict(cfg, num, _classes(alts), verdict, dev_rule.name)
@@ -502,9 +502,9 @@ def evaluate(rules: UsbRules, ident: Identity, desc: Descriptors, *,
                                    "is blocked whole")
     else:
         decision = Decision("partial", blocked[0].rule, ivs)
-    is_keyboard = any(i.cls == 0x03 and i.subclass == 0x01 and i.protocol == 0x01
-                      for i in desc.interfaces)
-    if keyboard_present and is_keyboard and decision.verdict != "blocked":
+    if keyboard_present and decision.verdict != "blocked" and any(
+            i.cls == 0x03 and i.subclass == 0x01 and i.protocol == 0x01
+            for i in desc.interfaces):
         if rules.new_keyboard == "block":
             return Decision("blocked", NEW_KEYBOARD_RULE,
                             tuple(InterfaceVerdict(i.config, i.number, i.classes, "block",
