@@ -10,6 +10,15 @@ bulk import is done), with 500 seats on 5 floors. Then a real console process is
 and measured over HTTP: agents posting chained batches through POST /api/v1/events
 concurrently, and an SV loading the floor view and violations pages. PostgreSQL runs in a
 private cluster on 127.0.0.1 made for the run. Prints one line per figure.
+
+    python -m bench.console_store --backend postgresql --prefill 10000000 --keep DIR
+
+``--keep DIR`` (PostgreSQL) keeps the cluster in DIR after the run so that the next run
+skips the pre-fill: the first run fills a template database there (named after the
+pre-fill and seat counts, never connected to again), and every run, the first included,
+measures a fresh file copy of it, migrated to this checkout's schema when it opens, so
+each run starts from the same stored events and sees none of an earlier run's ingest.
+Remove DIR when done; without ``--keep`` nothing is left behind.
 """
 
 from __future__ import annotations
@@ -214,6 +223,18 @@ def timed_get(client: httpx.Client, path: str, n: int) -> tuple[float, float]:
     return statistics.median(times), times[int(len(times) * 0.95) - 1]
 
 
+def fill_store(db_url: str, args: argparse.Namespace, seats: list[dict[str, Any]]
+               ) -> sa.Engine:
+    engine = open_store(db_url)
+    with engine.begin() as conn:
+        add_user(conn, "bench-sv", "sv", PASSWORD)
+    log(f"{args.backend}: pre-filling {args.prefill:,} events over {args.seats} seats")
+    fill_s = prefill(engine, seats, args.prefill)
+    log(f"prefill {args.prefill:,} events: {fill_s:.0f}s "
+        f"({args.prefill / max(fill_s, 1e-9):,.0f} rows/s incl. index build)")
+    return engine
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
@@ -223,27 +244,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-agent", type=int, default=10_000, help="events each poster sends")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="PostgreSQL: keep the cluster in DIR and reuse its pre-filled "
+                         "store in later runs (see above)")
     args = ap.parse_args(argv)
+    if args.keep is not None and args.backend != "postgresql":
+        ap.error("--keep is for --backend postgresql")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fg-bench-"))
     cluster = None
     if args.backend == "postgresql":
         from tests.pg import PostgresCluster
 
-        cluster = PostgresCluster().start()
-        db_url = cluster.new_database()
+        cluster = PostgresCluster(root=args.keep).start()
     else:
         db_url = f"sqlite:///{workdir}/bench.db"
     live = None
     try:
-        engine = open_store(db_url)
-        with engine.begin() as conn:
-            add_user(conn, "bench-sv", "sv", PASSWORD)
         seats = make_seats(args.seats)
-        log(f"{args.backend}: pre-filling {args.prefill:,} events over {args.seats} seats")
-        fill_s = prefill(engine, seats, args.prefill)
-        log(f"prefill {args.prefill:,} events: {fill_s:.0f}s "
-            f"({args.prefill / max(fill_s, 1e-9):,.0f} rows/s incl. index build)")
+        if cluster is not None and args.keep is not None:
+            template = f"prefilled_{args.prefill}_{args.seats}"
+            known = f"SELECT 1 FROM pg_database WHERE datname = '{template}'"  # noqa: S608 digits only
+            if not cluster.sql(known):
+                fill_store(cluster.new_database(template), args, seats).dispose()
+                # No connection to it again, autovacuum's included: every copy starts
+                # from the state the fill left.
+                cluster.sql(f'ALTER DATABASE "{template}" ALLOW_CONNECTIONS false')
+            else:
+                log(f"reusing the {args.prefill:,} events pre-filled in {template}")
+            cluster.sql('DROP DATABASE IF EXISTS "bench_run"')
+            db_url = cluster.new_database("bench_run", template=template)
+            engine = open_store(db_url)
+        else:
+            if cluster is not None:
+                db_url = cluster.new_database()
+            engine = fill_store(db_url, args, seats)
         live = LiveConsole(workdir, db_url=db_url).start(timeout=120)
         sv = live.login("bench-sv")
         p50, p95 = timed_get(sv, "/floor/tiles", 30)

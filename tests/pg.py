@@ -3,7 +3,9 @@
 and a free port with a private socket directory, always stopped at the end.
 
 Use the session fixture ``pg_cluster`` (tests/conftest.py) and ``cluster.new_database()``
-for a fresh, empty database per test or per fixture.
+for a fresh, empty database per test or per fixture. ``PostgresCluster(root=DIR)`` keeps
+the cluster in DIR after ``stop()`` and starts the one found there (the benchmark reuses
+a pre-filled store that way).
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ def pg_bindir() -> Path:
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         self.bindir = pg_bindir()
+        self.keep = root is not None
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
         # Short path: the Unix socket path must stay under 108 bytes.
-        self.root = Path(tempfile.mkdtemp(prefix="fgpg-"))
+        self.root = root.resolve() if root is not None else Path(tempfile.mkdtemp(prefix="fgpg-"))
         self.data = self.root / "data"
         self.run = self.root / "run"
         self.port = free_port()
@@ -47,15 +52,17 @@ class PostgresCluster:
                 "env", f"HOME={self.root}", *args]
 
     def start(self) -> PostgresCluster:
-        self.run.mkdir()
+        self.run.mkdir(exist_ok=True)
         if self._as_postgres:
             pw = pwd.getpwnam("postgres")
             self.root.chmod(0o755)
             for p in (self.root, self.run):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
-        subprocess.run(self._cmd(str(self.bindir / "initdb"), "-D", str(self.data), "-U",
-                                 "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8",
-                                 "--no-sync"), check=True, capture_output=True)
+        if not (self.data / "PG_VERSION").exists():
+            subprocess.run(self._cmd(str(self.bindir / "initdb"), "-D", str(self.data), "-U",
+                                     "postgres", "--auth=trust", "-E", "UTF8",
+                                     "--locale=C.UTF-8", "--no-sync"),
+                           check=True, capture_output=True)
         opts = (f"-p {self.port} -k {self.run} -c listen_addresses=127.0.0.1 -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
@@ -67,15 +74,22 @@ class PostgresCluster:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
-        """A new empty database; returns its SQLAlchemy URL."""
+    def new_database(self, name: str | None = None, template: str | None = None) -> str:
+        """A new database, empty or a file copy of ``template``; returns its SQLAlchemy
+        URL."""
+        name = name or "t_" + uuid.uuid4().hex[:12]
+        copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+        self.sql(f'CREATE DATABASE "{name}"{copy}')
+        return self.url(name)
+
+    def sql(self, statement: str) -> list[tuple[object, ...]]:
+        """Run one statement in the ``postgres`` database outside a transaction."""
         import psycopg
 
-        name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
                              autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+            cur = conn.execute(statement)
+            return cur.fetchall() if cur.description else []
 
     def stop(self) -> None:
         try:
@@ -85,4 +99,5 @@ class PostgresCluster:
                                timeout=60)
         finally:
             self.started = False
-            shutil.rmtree(self.root, ignore_errors=True)
+            if not self.keep:
+                shutil.rmtree(self.root, ignore_errors=True)
