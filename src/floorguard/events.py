@@ -43,14 +43,20 @@ FIELDS = ("id", "seq", "ts", "agent", "host", "seat", "user", "control", "kind",
           "policy", "details", "prev", "hash")
 
 
+# json.dumps with these options builds an encoder on every call; the console hashes a
+# thousand records a batch, so the one encoder is kept (it holds only its options).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode
+
+
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return _canonical(obj)
 
 
 def record_hash(record: dict[str, Any]) -> str:
     """The chain hash of a record (its ``hash`` field, if present, is left out)."""
-    body = {k: v for k, v in record.items() if k != "hash"}
+    body = dict(record)
+    body.pop("hash", None)
     h = hashlib.sha256()
     h.update(str(record.get("prev", "")).encode("ascii"))
     h.update(b"\n")

@@ -18,9 +18,6 @@ from ..events import record_hash
 from .db import now_us
 from .schema import agents, events
 
-EVENT_COLUMNS = ("id", "seq", "ts", "host", "seat", "user", "control", "kind", "severity",
-                 "policy", "details", "prev", "hash")
-
 
 def ts_to_us(ts: str) -> int:
     dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
@@ -40,15 +37,16 @@ _PG_COPY = f"COPY ingest_buffer ({_COLS_SQL}) FROM STDIN"
 _PG_MOVE = (f"INSERT INTO events ({_COLS_SQL}) SELECT {_COLS_SQL} "  # noqa: S608
             "FROM ingest_buffer ON CONFLICT (agent, seq) DO NOTHING")
 
+_details_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-def _insert_ignore(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """Insert the rows that are not stored yet; return how many were inserted.
+
+def _insert_ignore(conn: Connection, params: list[tuple[Any, ...]]) -> int:
+    """Insert the rows (values in ``_ROW_COLUMNS`` order) that are not stored yet; return
+    how many were inserted.
 
     Plain values go straight to the driver: SQLAlchemy's per-row parameter processing of
     a compiled insert costs more than the database's own work at ingest rates.
     """
-    params = [tuple(json.dumps(r[c], separators=(",", ":"), ensure_ascii=False)
-                    if c == "details" else r[c] for c in _ROW_COLUMNS) for r in rows]
     dialect = conn.dialect.name
     if dialect == "sqlite":
         return int(conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount)
@@ -80,15 +78,15 @@ def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -
     match their content.
     """
     received = now_us()
-    rows = []
-    for e in batch:
-        row = {c: e[c] for c in EVENT_COLUMNS}
-        row.update(agent=agent_id, ts_us=ts_to_us(e["ts"]), received_us=received)
-        rows.append(row)
-    stored = _insert_ignore(conn, rows) if rows else 0
+    # One tuple per record in _ROW_COLUMNS order, built in one pass: at a thousand
+    # records a batch, an intermediate dict per record cost more than the insert.
+    params = [(agent_id, e["seq"], e["id"], e["ts"], ts_to_us(e["ts"]), e["host"], e["seat"],
+               e["user"], e["control"], e["kind"], e["severity"], e["policy"],
+               _details_json(e["details"]), e["prev"], e["hash"], received) for e in batch]
+    stored = _insert_ignore(conn, params) if params else 0
     conflicts: list[int] = []
-    inserted = [r["seq"] for r in rows]
-    if stored < len(rows):
+    inserted = [e["seq"] for e in batch]
+    if stored < len(params):
         # Some were here already (a resent batch): the insert kept the first copy; a
         # different hash under the same seq is evidence of a rewrite at the agent. The
         # rows this request stored carry its receive time.
