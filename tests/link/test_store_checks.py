@@ -139,6 +139,30 @@ def test_a_rehashed_record_breaks_the_link_to_the_next(engine: Engine) -> None:
         (5, 6, "unlinked")]
 
 
+def test_a_batch_that_does_not_link_to_the_one_stored_before_it_is_flagged(
+        engine: Engine) -> None:
+    recs = chain(10)
+    ingest(engine, recs[:5])
+    forged = chain(5, start=6, prev="0" * 64)  # seqs continue, the link does not
+    assert ingest(engine, forged)["acked"] == 10
+    assert [(b["from_seq"], b["to_seq"], b["reason"]) for b in broken(engine)] == [
+        (5, 6, "unlinked")]
+
+
+def test_a_batch_that_fills_a_hole_is_checked_against_what_follows_it(
+        engine: Engine) -> None:
+    recs = chain(20)
+    ingest(engine, recs[:5] + recs[8:])
+    filler, prev = [], recs[4]["hash"]
+    for rec in chain(3, start=6):  # other records: they link back, not forward
+        rec.update(user="bob", prev=prev)
+        rec["hash"] = prev = record_hash(rec)
+        filler.append(rec)
+    assert ingest(engine, filler)["acked"] == 20
+    assert [(b["from_seq"], b["to_seq"], b["reason"]) for b in broken(engine)] == [
+        (8, 9, "unlinked")]
+
+
 def test_a_rewritten_record_is_flagged_and_the_first_copy_kept(engine: Engine) -> None:
     recs = chain(10)
     ingest(engine, recs)
