@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from floorguard.console.ingest import ts_to_us
 from floorguard.console.violations import Filters, list_events
-from tests.console.kit import Site
+from tests.console.kit import Site, unique
 
 # Each filter of the violations page and the index that serves it in page order.
 FILTERS = [(Filters(), "events_sev_ts_key"), (Filters(day="2026-11-28"), "events_sev_ts_key"),
@@ -15,7 +16,11 @@ FILTERS = [(Filters(), "events_sev_ts_key"), (Filters(day="2026-11-28"), "events
            (Filters(operator="tanaka"), "events_user_sev_ts"),
            (Filters(kind="usb.blocked", severity=""), "events_kind_ts"),
            (Filters(control="usb"), "events_control_sev_ts"),
-           (Filters(severity=""), "events_ts_key")]
+           (Filters(severity=""), "events_ts_key"),
+           # at any severity, one walk per severity of the filter's index, merged
+           (Filters(seat="A-01", severity=""), "events_seat_sev_ts"),
+           (Filters(operator="tanaka", severity=""), "events_user_sev_ts"),
+           (Filters(control="usb", severity=""), "events_control_sev_ts")]
 
 
 def _plan(site: Site, f: Filters, after: tuple[int, str, int] | None) -> str:
@@ -65,14 +70,57 @@ def test_migrations_created_the_console_tables_and_indexes(site: Site) -> None:
             "events_kind_ts", "events_control_sev_ts"} <= names
 
 
+def test_indexes_that_another_one_covers_are_gone(site: Site) -> None:
+    # (seat, ts_us) is served by the merged per-severity walks, (kind, ts_us) by
+    # events_kind_ts; each index on events is written for every stored event.
+    names = {i["name"] for i in sa.inspect(site.engine).get_indexes("events")}
+    assert not {"events_seat_ts", "reports_events_kind_ts"} & names
+
+
+def test_a_seat_at_any_severity_lists_every_event_newest_first_page_by_page(
+        site: Site) -> None:
+    floor, name = unique("floor"), unique("S")
+    seat = site.seat(floor, name)
+    other = site.seat(floor, unique("S"))
+    base = 1_800_000_000.0
+    recs = [seat.record(kind, sev, user="tanaka", ts=base + i // 2)  # ties on ts_us
+            for i, (kind, sev) in enumerate([("usb.allowed", "info"),
+                                             ("usb.blocked", "violation"),
+                                             ("idle.warned", "warning")] * 5)]
+    seat.post(*recs)
+    other.post(other.record("usb.blocked", "violation", ts=base + 3))
+    want = sorted(((ts_to_us(r["ts"]), seat.agent_id, r["seq"]) for r in recs),
+                  reverse=True)
+    got: list[tuple[int, str, int]] = []
+    after = None
+    with site.engine.connect() as conn:
+        while True:
+            page = list_events(conn, Filters(seat=name, severity=""), "Asia/Tokyo", after, 4)
+            got += [(r.ts_us, r.agent, r.seq) for r in page]
+            if len(page) < 4:
+                break
+            after = got[-1]
+    assert got == want
+
+
 def test_violation_list_queries_walk_an_index(site: Site) -> None:
     for f, index in FILTERS:
         for after in (None, (1_764_000_000_000_000, "z" * 36, 10)):
             plan = _plan(site, f, after)
             if site.backend == "sqlite":
                 assert index in plan, (f, plan)
-                # At most the ties of one ts_us are sorted, never the matches.
-                assert "TEMP B-TREE FOR ORDER BY" not in plan, (f, plan)
+                # At most the ties of one ts_us are sorted, never the matches; merged
+                # walks sort only the page each one read (SQLite does not carry a
+                # subquery's order into the merge).
+                lines = plan.splitlines()
+                assert all(lines[i - 1].startswith("SCAN anon_") for i, line in
+                           enumerate(lines) if "TEMP B-TREE FOR ORDER BY" in line), (f, plan)
             else:
                 assert "Index Scan" in plan, (f, plan)
-                assert "Seq Scan" not in plan and "Sort" not in plan, (f, plan)
+                if not f.severity and (f.seat or f.operator or f.control):
+                    assert "Merge Append" in plan, (f, plan)
+                nodes = [line.strip().removeprefix("->").strip() for line in
+                         plan.splitlines()]
+                # A Merge Append names its sort key but sorts nothing.
+                assert not any(n.startswith(("Seq Scan", "Sort  (", "Incremental Sort  ("))
+                               for n in nodes), (f, plan)

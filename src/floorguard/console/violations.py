@@ -103,9 +103,24 @@ def display_timezone(conn: Connection) -> str:
 
 def list_events(conn: Connection, f: Filters, tz: str, after: tuple[int, str, int] | None,
                 limit: int = PAGE) -> list[Any]:
+    if not f.severity and not f.kind and (f.seat or f.operator or f.control):
+        # Any severity under a seat, operator or control filter: one walk per severity of
+        # that filter's (..., severity, ts_us, agent, seq) index, merged in page order,
+        # each stopping after a page. No index on the filter without severity is needed.
+        parts = [_events_query(f, s, tz, after, limit).subquery() for s in SEVERITIES]
+        merged = sa.union_all(*(sa.select(p) for p in parts)).subquery()
+        q: Any = sa.select(merged).order_by(merged.c.ts_us.desc(), merged.c.agent.desc(),
+                                            merged.c.seq.desc())
+    else:
+        q = _events_query(f, f.severity, tz, after, limit)
+    return list(conn.execute(q.limit(limit)).all())
+
+
+def _events_query(f: Filters, severity: str, tz: str, after: tuple[int, str, int] | None,
+                  limit: int) -> sa.Select[Any]:
     q = sa.select(events)
-    if f.severity:
-        q = q.where(events.c.severity == f.severity)
+    if severity:
+        q = q.where(events.c.severity == severity)
     if f.day:
         lo, hi = day_range(f.day, tz)
         q = q.where(events.c.ts_us >= lo, events.c.ts_us < hi)
@@ -124,7 +139,7 @@ def list_events(conn: Connection, f: Filters, tz: str, after: tuple[int, str, in
                     < sa.tuple_(*(sa.literal(v, c.type) for v, c in zip(after, keys,
                                                                         strict=True))))
     q = q.order_by(events.c.ts_us.desc(), events.c.agent.desc(), events.c.seq.desc())
-    return list(conn.execute(q.limit(limit)).all())
+    return q.limit(limit)
 
 
 def acks_for(conn: Connection, keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[Any]]:
