@@ -299,14 +299,15 @@ def thumbnail(request: Request, user: Annotated[User, Depends(READERS)], agent_i
 def trail(request: Request, user: Annotated[User, Depends(READERS)],
           limit: int = 500) -> HTMLResponse:
     """Every print event and every decision request, newest first (read-only)."""
+    from .i18n import DEFAULT_TIMEZONE
     from .schema import audit_log
+    from .violations import Filters, list_events
     from .web import render
 
     limit = max(1, min(limit, 5000))
     with request.app.state.engine.connect() as conn:
-        evs = conn.execute(sa.select(events).where(events.c.control == "print")
-                           .order_by(events.c.ts_us.desc(), events.c.seq.desc())
-                           .limit(limit)).all()
+        evs = list_events(conn, Filters(control="print", severity=""), DEFAULT_TIMEZONE,
+                          None, limit)
         asked = conn.execute(sa.select(audit_log).where(audit_log.c.action.in_(
             ("print.approve", "print.deny"))).order_by(audit_log.c.ts_us.desc())
             .limit(limit)).all()

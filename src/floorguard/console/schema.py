@@ -51,7 +51,6 @@ events = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("received_us", sa.BigInteger, nullable=False),
     # The console's list indexes (migration console_0001): each walks in page order.
-    sa.Index("events_ts_key", "ts_us", "agent", "seq"),
     sa.Index("events_sev_ts_key", "severity", "ts_us", "agent", "seq"),
     sa.Index("events_seat_sev_ts", "seat", "severity", "ts_us", "agent", "seq"),
     sa.Index("events_user_sev_ts", "user", "severity", "ts_us", "agent", "seq"),

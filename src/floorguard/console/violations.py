@@ -103,10 +103,11 @@ def display_timezone(conn: Connection) -> str:
 
 def list_events(conn: Connection, f: Filters, tz: str, after: tuple[int, str, int] | None,
                 limit: int = PAGE) -> list[Any]:
-    if not f.severity and not f.kind and (f.seat or f.operator or f.control):
-        # Any severity under a seat, operator or control filter: one walk per severity of
-        # that filter's (..., severity, ts_us, agent, seq) index, merged in page order,
-        # each stopping after a page. No index on the filter without severity is needed.
+    if not f.severity and not f.kind:
+        # Any severity: one walk per severity of the (..., severity, ts_us, agent, seq)
+        # index of the other filters, merged in page order, each stopping after a page.
+        # No index without severity is needed, and one that leads with ts_us would take
+        # every stored event at its one rightmost leaf.
         parts = [_events_query(f, s, tz, after, limit).subquery() for s in SEVERITIES]
         merged = sa.union_all(*(sa.select(p) for p in parts)).subquery()
         q: Any = sa.select(merged).order_by(merged.c.ts_us.desc(), merged.c.agent.desc(),

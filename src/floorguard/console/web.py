@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -34,7 +33,6 @@ from .auth import (
 )
 from .db import now_us
 from .i18n import DEFAULT_TIMEZONE, N_, choose_lang, template_context, translate
-from .schema import events
 
 router = APIRouter(include_in_schema=False)
 
@@ -180,8 +178,9 @@ def home(user: Annotated[User, Depends(ANY_ROLE)]) -> Response:
 @router.get("/events")
 def recent_events(request: Request, user: Annotated[User, Depends(ANY_ROLE)],
                   limit: int = 200) -> HTMLResponse:
+    from .violations import Filters, list_events
+
     limit = max(1, min(limit, 1000))
     with request.app.state.engine.connect() as conn:
-        rows = conn.execute(sa.select(events).order_by(events.c.ts_us.desc(),
-                                                       events.c.seq.desc()).limit(limit)).all()
+        rows = list_events(conn, Filters(severity=""), DEFAULT_TIMEZONE, None, limit)
     return render(request, "events.html", {"events": [r._mapping for r in rows]})
