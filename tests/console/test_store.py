@@ -4,8 +4,15 @@ what keeps them fast at 10 million events; bench/console_*.py measures it)."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from floorguard.console import db
+from floorguard.console.db import open_store
 from floorguard.console.ingest import ts_to_us
 from floorguard.console.violations import Filters, list_events
 from tests.console.kit import Site, unique
@@ -76,6 +83,29 @@ def test_indexes_that_another_one_covers_are_gone(site: Site) -> None:
     # (kind, ts_us) by events_kind_ts; each index on events is written for every event.
     names = {i["name"] for i in sa.inspect(site.engine).get_indexes("events")}
     assert not {"events_seat_ts", "events_ts_key", "reports_events_kind_ts"} & names
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_index_drops_go_down_and_up_again(backend: str, tmp_path: Path,
+                                               request: pytest.FixtureRequest) -> None:
+    url = (request.getfixturevalue("pg_cluster").new_database() if backend == "postgresql"
+           else f"sqlite:///{tmp_path}/console.db")
+    engine = open_store(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "console_0002@-1")
+            command.downgrade(cfg, "reports_0002@-1")
+        names = {i["name"] for i in sa.inspect(engine).get_indexes("events")}
+        assert {"events_seat_ts", "events_ts_key", "reports_events_kind_ts"} <= names
+        engine.dispose()
+        engine = open_store(url)  # what a console start does: every head again
+        names = {i["name"] for i in sa.inspect(engine).get_indexes("events")}
+        assert not {"events_seat_ts", "events_ts_key", "reports_events_kind_ts"} & names
+    finally:
+        engine.dispose()
 
 
 def test_a_seat_at_any_severity_lists_every_event_newest_first_page_by_page(
