@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             live.stop()
         if cluster is not None:
             cluster.stop()
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)  # a 10M SQLite store is 8 GB
     return 0
 
 
