@@ -79,6 +79,7 @@ from .usbdesc import (
     Recognition,
     UsbRules,
     evaluate,
+    has_boot_keyboard,
     parse_descriptors,
     recognize,
 )
@@ -415,12 +416,14 @@ class UsbDecider(Control):
         # Only what the decision needs is read before it is written; the strings that
         # only the evidence needs are read afterwards.
         ident = self._identity(path, port, desc)
+        remember: tuple[bytes, Descriptors, tuple[Any, ...]] | None = None
         if desc is None:
             recognition = Recognition("other", ())
             decision = Decision("blocked", INVALID_DESCRIPTORS, (), reason=reason)
         else:
-            others = any(k.keyboard and k.authorized and k.path != path
-                         for k in self.known.values())
+            # Whether another keyboard is in use matters only when this is a keyboard.
+            others = has_boot_keyboard(desc) and any(
+                k.keyboard and k.authorized and k.path != path for k in self.known.values())
             key = (raw, ident.serial, port, others)
             memo = self._decided.get(key) if not present else None
             if memo is None:
@@ -429,11 +432,13 @@ class UsbDecider(Control):
                 decision = evaluate(rules, ident, desc, keyboard_present=others,
                                     recognition=recognition)
                 if not present:
-                    self._remember(raw, desc, key, recognition, decision)
+                    remember = (raw, desc, key)
             else:
                 recognition, decision = memo
         previous = self.known.get(path)
         authorized = self._apply(path, decision, present=present)
+        if remember is not None:  # a plugged device's new judgement, kept after the write
+            self._remember(remember[0], remember[1], remember[2], recognition, decision)
         ident = dataclasses.replace(
             ident, serial=ident.serial if ident.serial is not None
             else adapter.read(path, "serial"),

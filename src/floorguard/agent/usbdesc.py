@@ -502,9 +502,7 @@ def evaluate(rules: UsbRules, ident: Identity, desc: Descriptors, *,
                                    "is blocked whole")
     else:
         decision = Decision("partial", blocked[0].rule, ivs)
-    if keyboard_present and decision.verdict != "blocked" and any(
-            i.cls == 0x03 and i.subclass == 0x01 and i.protocol == 0x01
-            for i in desc.interfaces):
+    if keyboard_present and decision.verdict != "blocked" and has_boot_keyboard(desc):
         if rules.new_keyboard == "block":
             return Decision("blocked", NEW_KEYBOARD_RULE,
                             tuple(InterfaceVerdict(i.config, i.number, i.classes, "block",
@@ -516,6 +514,13 @@ def evaluate(rules: UsbRules, ident: Identity, desc: Descriptors, *,
                             new_keyboard=True,
                             reason="a new keyboard while another one is present")
     return decision
+
+
+def has_boot_keyboard(desc: Descriptors) -> bool:
+    """Whether any interface is a HID boot keyboard (03:01:01), what ``new_keyboard``
+    judges."""
+    return any(i.cls == 0x03 and i.subclass == 0x01 and i.protocol == 0x01
+               for i in desc.interfaces)
 
 
 def _classes(alts: list[Interface]) -> tuple[str, ...]:
