@@ -31,17 +31,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import structlog
 
 from .. import __version__
-from .link import import_httpx
 
 if TYPE_CHECKING:
-    import httpx
-
     from .daemon import Agent
-else:
-    httpx = import_httpx()
 
 log = structlog.get_logger("floorguard.channel")
 

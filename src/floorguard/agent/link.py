@@ -98,21 +98,11 @@ def make_verify(config: Any) -> Any:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def import_httpx() -> Any:
-    """httpx without its command-line tool: httpx imports it (click, pygments) when it is
-    imported; the agent never runs it, and it is 2 MiB of the agent's resident memory."""
-    import sys
-
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    import httpx
-
-    return httpx
-
-
 def make_client(config: Any, timeout: float = 10.0) -> Any:
     """The agent's one HTTP client: the link ships the journal on it and the channel
-    (heartbeats, command polls, policy) shares its connection pool and TLS context."""
-    httpx = import_httpx()
+    (heartbeats, command polls, policy) shares its connection pool and TLS context.
+    (``floorguard agent`` keeps httpx's command-line tool out: UNUSED_IN_THE_AGENT.)"""
+    import httpx
     verify = make_verify(config)
     return httpx.Client(base_url=config.console_url.rstrip("/"), verify=verify,
                         timeout=timeout, headers={"User-Agent": f"floorguard/{__version__}"})

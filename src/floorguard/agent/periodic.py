@@ -25,17 +25,13 @@ log = structlog.get_logger("floorguard.agent")
 # scheduler's checks are short and keep the agent's priority: a process started from one
 # (the USB worker after a crash) inherits the priority of the thread that starts it.
 BACKGROUND_NICE = 10
-_background = threading.local()
 
 
 def background_thread() -> None:
-    """Lower the calling thread's CPU priority to ``BACKGROUND_NICE`` (once per thread).
+    """Lower the calling thread's CPU priority to ``BACKGROUND_NICE``.
 
     Linux keeps a nice value per thread, and lowering one's own needs no privilege. A
     thread already running lower is left as it is."""
-    if getattr(_background, "lowered", False):
-        return
-    _background.lowered = True
     tid = threading.get_native_id()
     with contextlib.suppress(OSError):
         if os.getpriority(os.PRIO_PROCESS, tid) < BACKGROUND_NICE:

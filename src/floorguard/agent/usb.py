@@ -406,9 +406,7 @@ class UsbDecider(Control):
         raw = b""
         try:
             raw = adapter.read_descriptors(path)
-            desc = self._parsed.get(raw) if not present else None
-            if desc is None:
-                desc = parse_descriptors(raw)
+            desc = self._parsed.get(raw) or parse_descriptors(raw)
         except DescriptorError as exc:
             desc, reason = None, f"malformed descriptors: {exc}"
         except OSError as exc:
@@ -416,7 +414,7 @@ class UsbDecider(Control):
         # Only what the decision needs is read before it is written; the strings that
         # only the evidence needs are read afterwards.
         ident = self._identity(path, port, desc)
-        remember: tuple[bytes, Descriptors, tuple[Any, ...]] | None = None
+        fresh: tuple[Any, ...] | None = None  # the key of a plugged device's new judgement
         if desc is None:
             recognition = Recognition("other", ())
             decision = Decision("blocked", INVALID_DESCRIPTORS, (), reason=reason)
@@ -432,13 +430,13 @@ class UsbDecider(Control):
                 decision = evaluate(rules, ident, desc, keyboard_present=others,
                                     recognition=recognition)
                 if not present:
-                    remember = (raw, desc, key)
+                    fresh = key
             else:
                 recognition, decision = memo
         previous = self.known.get(path)
         authorized = self._apply(path, decision, present=present)
-        if remember is not None:  # a plugged device's new judgement, kept after the write
-            self._remember(remember[0], remember[1], remember[2], recognition, decision)
+        if fresh is not None and desc is not None:  # kept after the write
+            self._remember(raw, desc, fresh, recognition, decision)
         ident = dataclasses.replace(
             ident, serial=ident.serial if ident.serial is not None
             else adapter.read(path, "serial"),
