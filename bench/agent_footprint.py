@@ -28,9 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "src")]
+
+from tests.live import LiveConsole, base_env  # noqa: E402
+
 TICKS = os.sysconf("SC_CLK_TCK")
 DEFAULT_POLICY = """# idle footprint: the tables that run without an OS surface
 [floor]
@@ -55,7 +57,6 @@ def under_umockdev() -> Any:
         if wrapper is None:
             raise SystemExit("--usb needs umockdev-wrapper: install the Debian package umockdev")
         os.execv(wrapper, [wrapper, sys.executable, *sys.argv])  # noqa: S606 an argument list
-    sys.path[:0] = [str(REPO), str(REPO / "src")]
     import gi
 
     gi.require_version("UMockdev", "1.0")
@@ -69,14 +70,6 @@ def under_umockdev() -> Any:
     return tb
 
 
-def env(**extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("FLOORGUARD_")}
-    out["PYTHONPATH"] = str(REPO / "src")
-    out["FLOORGUARD_CONFIG"] = "/dev/null"
-    out.update(extra)
-    return out
-
-
 def unit_environment() -> dict[str, str]:
     """The Environment= settings of the shipped agent unit, so the agent is measured as
     systemd runs it."""
@@ -88,14 +81,8 @@ def unit_environment() -> dict[str, str]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cli(*args: str, **extra: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "floorguard", *args], env=env(**extra),
+    res = subprocess.run([sys.executable, "-m", "floorguard", *args], env=base_env(extra),
                          capture_output=True, text=True, timeout=120, check=False)
     if res.returncode != 0:
         raise SystemExit(f"floorguard {' '.join(args)} failed: {res.stderr}")
@@ -150,7 +137,8 @@ def main() -> int:
     testbed = under_umockdev() if args.usb else None
 
     work = Path(tempfile.mkdtemp(prefix="fg-bench-"))
-    console = agent = None
+    console: LiveConsole | None = None
+    agent = None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         policy = Path(args.policy) if args.policy else work / "policy.toml"
@@ -162,22 +150,8 @@ def main() -> int:
             agent_env |= {"UMOCKDEV_DIR": testbed.get_root_dir(),
                           "FLOORGUARD_RUNTIME_DIR": str(work / "run")}
         if not args.no_console:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            db = f"sqlite:///{work}/console.db"
-            console = subprocess.Popen([sys.executable, "-m", "floorguard", "console", "--db",
-                                        db, "--listen", f"127.0.0.1:{port}"], env=env(),
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or console.poll() is not None:
-                    raise SystemExit("the console did not start")
-                time.sleep(0.1)
+            console = LiveConsole(work).start(timeout=60)
+            url, db = console.url, console.db_url
             code = cli("console", "--db", db, "enroll-code").strip()
             cli("enroll", "--console", url, "--code", code, **agent_env)
             agent_env["FLOORGUARD_CONSOLE_URL"] = url
@@ -188,7 +162,7 @@ def main() -> int:
         errf = open(args.importtime or os.devnull, "w")  # noqa: SIM115 closed below
         t_start = time.monotonic()
         agent = subprocess.Popen([sys.executable, *xopt, "-m", "floorguard", "agent"],
-                                 env=env(**agent_env), stdout=subprocess.DEVNULL, stderr=errf)
+                                 env=base_env(agent_env), stdout=subprocess.DEVNULL, stderr=errf)
         errf.close()
         while not sock.recv(4096).startswith(b"READY=1"):
             pass
@@ -225,7 +199,8 @@ def main() -> int:
         return 0
     finally:
         stop(agent)
-        stop(console)
+        if console is not None:
+            console.stop()
         sock.close()
         with contextlib.suppress(OSError):
             shutil.rmtree(work)

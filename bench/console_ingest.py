@@ -18,9 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,24 +29,13 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
+
+from tests.live import LiveConsole  # noqa: E402
 
 from floorguard.events import GENESIS, new_id, record_hash, rfc3339  # noqa: E402
 
 BATCH = 500
-
-
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("FLOORGUARD_")}
-    out["PYTHONPATH"] = str(REPO / "src")
-    out["FLOORGUARD_CONFIG"] = "/dev/null"
-    return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Agent:
@@ -170,23 +156,11 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fg-ingest-", dir=args.dir))
-    db = f"sqlite:///{work}/console.db"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    console = subprocess.Popen([sys.executable, "-m", "floorguard", "console", "--db", db,
-                                "--listen", f"127.0.0.1:{port}"], env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    live = LiveConsole(work)
+    db, url = live.db_url, live.url
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or console.poll() is not None:
-                raise SystemExit("the console did not start")
-            time.sleep(0.1)
+        console = live.start(timeout=60).proc
+        assert console is not None
 
         from floorguard.console.cli import create_enrollment_code
         from floorguard.console.db import open_store
@@ -218,13 +192,7 @@ def main() -> int:
         print(f"database size: {(work / 'console.db').stat().st_size / 2**20:.0f} MiB")
         return 0
     finally:
-        if console.poll() is None:
-            console.send_signal(signal.SIGTERM)
-            try:
-                console.wait(30)
-            except subprocess.TimeoutExpired:
-                console.kill()
-                console.wait(5)
+        live.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
