@@ -23,6 +23,11 @@ SECURE_POLICY = (HERE.parent.parent / "src" / "floorguard" / "data" / "cupsd-pol
 STOCK_POLICY = (HERE / "stock-cupsd-policy.conf").read_text()
 
 
+def printed(out: Path) -> bool:
+    """Whether a queue's output file holds anything: a job printed to it."""
+    return out.stat().st_size > 0
+
+
 class Cupsd:
     """One cupsd instance. Its folder sits directly in /tmp with a short name because the
     socket path must stay under 108 bytes."""
@@ -116,9 +121,15 @@ class Cupsd:
         return res
 
     def add_queue(self, prefix: str = "q", *, hold: str | None = None) -> tuple[str, Path]:
-        """A new PDF-writing queue (unique name) and the file its output lands in."""
+        """A new PDF-writing queue (unique name) and the file its output lands in. The file
+        exists, empty, from the start: :func:`printed` tells whether a job wrote to it."""
         name = f"{prefix}{next(self._names)}"
         out = self.dir / "out" / f"{name}.pdf"
+        # Since Debian's CUPS 2.4.2-3+deb12u10, cupsd opens a file: device with O_EXCL and
+        # no O_CREAT: the file must exist, and it is never truncated between jobs, so each
+        # queue gets a fresh, empty one that the backend (user lp) may write.
+        out.touch(exist_ok=False)
+        os.chmod(out, 0o666)  # noqa: S103 see above
         args = ["lpadmin", "-p", name, "-E", "-v", f"file://{out}", "-m", PDF_PPD]
         if hold:
             args += ["-o", f"job-hold-until-default={hold}"]

@@ -12,7 +12,7 @@ from typing import Any
 from floorguard.agent.cups import COMPLETED
 from tests.live import PASSWORD, LiveConsole, wait_until
 from tests.print.conftest import job_state
-from tests.print.cupsd import Cupsd
+from tests.print.cupsd import Cupsd, printed
 
 
 def test_an_sv_sees_the_thumbnail_approves_and_the_job_prints(
@@ -39,7 +39,7 @@ def test_an_sv_sees_the_thumbnail_approves_and_the_job_prints(
     row.locator("form.approve button").click()
     page.wait_for_url("**/print")
     f.wait_for("print.released", job_id=job)
-    assert job_state(cupsd, job) == COMPLETED and f.out.exists()
+    assert job_state(cupsd, job) == COMPLETED and printed(f.out)
 
     def shown_released() -> bool:
         page.reload()

@@ -11,7 +11,7 @@ from typing import Any
 
 from floorguard.agent.cups import CANCELED, COMPLETED, HELD, Cups
 from tests.live import wait_until
-from tests.print.cupsd import STOCK_POLICY, Cupsd
+from tests.print.cupsd import STOCK_POLICY, Cupsd, printed
 
 
 def job_state(cupsd: Cupsd, job_id: int) -> int | None:
@@ -59,7 +59,7 @@ def test_queue_is_held_and_a_new_job_is_recorded_with_pages_and_thumbnail(
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) < 48 * 1024
     assert d["thumbnail_placeholder"] is None
     assert job_state(cupsd, job) == HELD
-    assert not out.exists()
+    assert not printed(out)
 
 
 def test_approval_releases_the_job_and_its_output_is_printed(
@@ -96,7 +96,7 @@ def test_denial_cancels_the_job_and_nothing_is_printed(
     assert denied["details"]["reason"] == "customer data"
     assert denied["details"]["by"] == "sv1"
     assert job_state(cupsd, job) == CANCELED
-    assert not out.exists()
+    assert not printed(out)
 
 
 def test_an_undecided_job_expires_by_the_controls_clock(
@@ -114,7 +114,7 @@ def test_an_undecided_job_expires_by_the_controls_clock(
     expired = h.recorded.of("print.expired", job_id=job)
     assert expired and expired[0]["details"]["cancelled"] is True
     assert job_state(cupsd, job) == CANCELED
-    assert not out.exists()
+    assert not printed(out)
 
 
 def test_hold_setting_reset_behind_the_agents_back_is_restored_as_a_violation(
@@ -194,7 +194,7 @@ def test_exempt_queues_are_not_held(cupsd: Cupsd, harness: Any, pdf1: Path) -> N
     job = cupsd.submit(free_q, pdf1)
     wait_until(lambda: job_state(cupsd, job) == COMPLETED, 20, 0.05, "the exempt job")
     control.reconcile()
-    assert free_out.exists()
+    assert printed(free_out)
     assert not h.recorded.of("print.held", job_id=job)
 
 
@@ -252,7 +252,7 @@ def test_known_jobs_and_decisions_survive_an_agent_restart(
     assert not second.recorded.of("print.held", job_id=job)  # not reported twice
     assert second.decide(job, "approve")["ok"] is True
     second.recorded.wait_for("print.released", job_id=job)
-    assert out.exists()
+    assert printed(out)
 
 
 def test_a_decision_made_while_cupsd_is_down_is_carried_out_when_it_returns(
@@ -272,7 +272,7 @@ def test_a_decision_made_while_cupsd_is_down_is_carried_out_when_it_returns(
     assert job_state(cupsd, job) in (HELD, COMPLETED)  # held jobs survive cupsd restarts
     h.recorded.wait_for("print.approved", job_id=job)
     h.recorded.wait_for("print.released", job_id=job)
-    assert out.exists()
+    assert printed(out)
 
 
 def test_an_operator_cannot_release_or_cancel_their_own_held_job(
@@ -291,7 +291,7 @@ def test_an_operator_cannot_release_or_cancel_their_own_held_job(
     assert cancel.returncode != 0
     assert job_state(cupsd, job) == HELD
     control.reconcile()
-    assert not out.exists()
+    assert not printed(out)
     assert not h.recorded.of("print.misconfigured")  # the secure policy is in force
 
 
@@ -369,7 +369,7 @@ def test_a_corrupt_state_file_is_set_aside_and_nothing_is_released(
         return state["jobs"].get(str(job), {}).get("phase") == "held"
 
     wait_until(saved, 10, 0.02, "the job in the new state file")
-    assert job_state(cupsd, job) == HELD and not out.exists()
+    assert job_state(cupsd, job) == HELD and not printed(out)
 
 
 def test_document_tools_run_without_privileges() -> None:
@@ -396,6 +396,24 @@ def test_cupsd_refusing_the_agent_leaves_jobs_held_and_is_reported(
     assert result["ok"] is False and result["still_held"] is True
     failed = h.recorded.of("print.decision_failed", job_id=job)
     assert failed and "401" in failed[0]["details"]["error"]
-    assert job_state(cupsd, job) == HELD and not out.exists()
+    assert job_state(cupsd, job) == HELD and not printed(out)
     second = cupsd.submit(queue, pdf1)  # reconciling goes on
     h.recorded.wait_for("print.held", job_id=second)
+
+
+def test_each_queue_prints_to_its_own_fresh_output_file(
+        cupsd: Cupsd, harness: Any, pdf1: Path, pdf3: Path) -> None:
+    # cupsd (Debian 2.4.2-3+deb12u10 and later) neither creates nor truncates a file:
+    # device's output, so each queue has its own file, existing and empty before any job.
+    first, first_out = cupsd.add_queue("fresh")
+    second, second_out = cupsd.add_queue("fresh")
+    assert first_out != second_out
+    assert first_out.exists() and not printed(first_out) and not printed(second_out)
+    h = harness(first)
+    h.start()
+    job = cupsd.submit(first, pdf3)
+    h.recorded.wait_for("print.held", job_id=job)
+    assert h.decide(job, "approve")["ok"] is True
+    h.recorded.wait_for("print.released", job_id=job)
+    assert pages_of(first_out) == 3
+    assert not printed(second_out)

@@ -10,7 +10,7 @@ from typing import Any
 from floorguard.agent.cups import CANCELED, COMPLETED, HELD
 from tests.live import LiveConsole, wait_until
 from tests.print.conftest import job_state
-from tests.print.cupsd import Cupsd
+from tests.print.cupsd import Cupsd, printed
 from tests.print.feed import csrf_of
 
 
@@ -53,7 +53,7 @@ def test_an_sv_denial_cancels_the_job_and_nothing_prints(
     assert denied["details"]["reason"] == "customer data"
     assert denied["details"]["by"] == "sv1"
     assert job_state(cupsd, job) == CANCELED
-    assert not f.out.exists()
+    assert not printed(f.out)
     assert f.wait_console_state(sv, job, "denied")["decided_by"] == "sv1"
 
 
@@ -73,7 +73,7 @@ def test_a_decision_survives_restarts_of_the_agent_and_the_console(
     assert job_state(cupsd, job) == HELD  # nothing prints until the agent carries it out
     f.agent.start()
     f.wait_for("print.released", job_id=job)
-    assert f.out.exists()
+    assert printed(f.out)
     sv = print_console.login("sv1")
     f.wait_console_state(sv, job, "released")
 
@@ -95,4 +95,4 @@ def test_an_approval_for_a_job_gone_meanwhile_is_reported_not_retried(
     row = wait_until(lambda: (lambda j: j if j and j["state"] == "failed" else None)(
         f.console_job(sv, job)), 20, 0.2, "the console to show the failure")
     assert row["error"]
-    assert not f.out.exists()
+    assert not printed(f.out)

@@ -8,7 +8,7 @@ from typing import Any
 from floorguard.agent.cups import CANCELED, HELD, Cups
 from tests.live import LiveConsole
 from tests.print.conftest import job_state
-from tests.print.cupsd import Cupsd
+from tests.print.cupsd import Cupsd, printed
 
 
 def test_held_job_reaches_the_console_page_through_the_agent(
@@ -24,7 +24,7 @@ def test_held_job_reaches_the_console_page_through_the_agent(
     assert (row["operator"], row["title"], row["pages"]) == ("alice", "Policy schedule", 3)
     page = sv.get("/print").text
     assert "Policy schedule" in page
-    assert job_state(cupsd, job) == HELD and not f.out.exists()
+    assert job_state(cupsd, job) == HELD and not printed(f.out)
 
 
 def test_with_the_console_down_jobs_stay_held_and_arrive_when_it_is_back(
@@ -40,7 +40,7 @@ def test_with_the_console_down_jobs_stay_held_and_arrive_when_it_is_back(
         print_console.start()
     sv = print_console.login("sv1")
     f.wait_console_state(sv, job, "held", timeout=40)
-    assert job_state(cupsd, job) == HELD and not f.out.exists()
+    assert job_state(cupsd, job) == HELD and not printed(f.out)
 
 
 def test_an_undecided_job_expires_and_prints_nothing(
@@ -49,7 +49,7 @@ def test_an_undecided_job_expires_and_prints_nothing(
     f.start()
     job = cupsd.submit(f.queue, pdf1)
     f.wait_for("print.expired", job_id=job)
-    assert job_state(cupsd, job) == CANCELED and not f.out.exists()
+    assert job_state(cupsd, job) == CANCELED and not printed(f.out)
     f.wait_console_state(print_console.login("sv1"), job, "expired")
 
 
@@ -73,7 +73,7 @@ def test_restarts_of_the_agent_and_cupsd_keep_jobs_held_and_reported_once(
             and e["details"]["job_id"] == first]
     assert len(held) == 1
     assert {job_state(cupsd, j) for j in (first, second, third)} == {HELD}
-    assert not f.out.exists()
+    assert not printed(f.out)
 
 
 def test_resetting_the_hold_behind_the_agents_back_is_a_violation(
@@ -106,5 +106,5 @@ def test_an_operator_cannot_resume_their_own_held_job(
     assert cupsd.run(*as_operator, "cancel", str(job), check=False).returncode != 0
     row = f.wait_console_state(print_console.login("sv1"), job, "held")
     assert row["operator"] == "nobody"
-    assert job_state(cupsd, job) == HELD and not f.out.exists()
+    assert job_state(cupsd, job) == HELD and not printed(f.out)
     assert not [e for e in f.agent.events() if e["kind"] == "print.misconfigured"]
