@@ -406,7 +406,7 @@ def test_each_queue_prints_to_its_own_fresh_output_file(
     # cupsd (Debian 2.4.2-3+deb12u10 and later) neither creates nor truncates a file:
     # device's output, so each queue has its own file, existing and empty before any job.
     first, first_out = cupsd.add_queue("fresh")
-    second, second_out = cupsd.add_queue("fresh")
+    _second, second_out = cupsd.add_queue("fresh")
     assert first_out != second_out
     assert first_out.exists() and not printed(first_out) and not printed(second_out)
     h = harness(first)
