@@ -119,3 +119,12 @@ def test_agent_refuses_a_bad_config_with_exit_2_and_the_line(tmp_path: Path,
     assert len(res.stderr.splitlines()) == 1
     assert "Traceback" not in res.stderr and res.stdout == ""
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("url", ["https://[::1", "https://console.example:99999"])
+def test_enroll_refuses_a_console_url_that_does_not_parse(tmp_path: Path, url: str) -> None:
+    res = floorguard("enroll", "--console", url, "--code", "x" * 12,
+                     env={"FLOORGUARD_STATE_DIR": str(tmp_path / "state")})
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"floorguard enroll: console_url {url!r} does not parse")
+    assert "Traceback" not in res.stderr
