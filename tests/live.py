@@ -88,8 +88,14 @@ class LiveConsole:
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return floorguard("console", "--db", self.db_url, *args, input=input, env=self.env)
 
-    def add_user(self, name: str, role: str, password: str = PASSWORD) -> None:
-        res = self.cli("user", "add", name, "--role", role, input=password + "\n")
+    def add_user(self, name: str, role: str, password: str = PASSWORD,
+                 floors: tuple[str, ...] | None = None) -> None:
+        """An account; an SV works on "3F north" (where ``enroll_code`` puts agents) unless
+        ``floors`` says otherwise (SVs see and act on their floors only)."""
+        if floors is None:
+            floors = ("3F north",) if role == "sv" else ()
+        res = self.cli("user", "add", name, "--role", role,
+                       *(a for f in floors for a in ("--floor", f)), input=password + "\n")
         assert res.returncode == 0, res.stderr
 
     def enroll_code(self, floor: str = "3F north", expires: str = "1h") -> str:

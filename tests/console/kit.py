@@ -14,7 +14,8 @@ from sqlalchemy.engine import Engine
 from floorguard.console.auth import add_user
 from floorguard.console.cli import create_enrollment_code
 from floorguard.console.db import now_us
-from floorguard.console.schema import agents
+from floorguard.console.membership import floors_of, set_floors
+from floorguard.console.schema import agents, users
 from floorguard.events import GENESIS, new_id, record_hash, rfc3339
 from tests.live import PASSWORD, LiveConsole
 
@@ -90,10 +91,22 @@ class Site:
     def url(self) -> str:
         return self.live.url
 
-    def add_user(self, name: str, role: str, password: str = PASSWORD) -> str:
+    def add_user(self, name: str, role: str, password: str = PASSWORD,
+                 floors: tuple[str, ...] = ()) -> str:
         with self.engine.begin() as conn:
             add_user(conn, name, role, password)
+            if floors:
+                set_floors(conn, name, list(floors), now_us())
         return name
+
+    def join_floor(self, name: str, floor: str) -> None:
+        """Add ``floor`` to the account's floors (SVs see and act on their floors only)."""
+        with self.engine.begin() as conn:
+            uid = conn.execute(sa.select(users.c.id).where(users.c.name == name)).scalar()
+            assert uid is not None, f"no user {name!r}: add it, or pass staff= to seat()"
+            have = floors_of(conn, int(uid))
+            if floor not in have:
+                set_floors(conn, name, sorted(have | {floor}), now_us())
 
     def login(self, name: str, password: str = PASSWORD) -> httpx.Client:
         client = self.live.login(name, password)
@@ -109,7 +122,11 @@ class Site:
         assert m, page.text[:500]
         return m.group(1)
 
-    def seat(self, floor: str, seat: str) -> Seat:
+    def seat(self, floor: str, seat: str, *, staff: tuple[str, ...] = ("sv1", "sv2")) -> Seat:
+        """An enrolled seat on ``floor``, which the site's SVs (``staff``) work on; pass
+        ``staff=()`` for a floor none of them is a member of."""
+        for name in staff:
+            self.join_floor(name, floor)
         return Seat(self.url, floor, seat).enroll(self.engine)
 
     def heartbeat(self, seat: Seat, status: dict[str, Any], at_us: int | None = None) -> None:

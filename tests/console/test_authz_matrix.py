@@ -1,8 +1,11 @@
 """Every route of the console times every principal (anonymous, an agent token, admin,
-SV, auditor) against the expected allow/deny, on a live console over both stores.
+SV, auditor, an auditor limited to one floor) against the expected allow/deny, on a live
+console over both stores, and for each route about a floor, on the principal's own floor
+and on a floor that is not theirs.
 
-The table below must name every route the app has: a new route without an entry fails
-this test, so nobody adds a page without deciding who may open it.
+The tables below must name every route the app has: a new route without an entry fails
+this test, so nobody adds a page without deciding who may open it and whether it is
+about a floor.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from tests.console.kit import Seat, Site, unique
 from tests.live import PASSWORD
 
 ANON, AGENT, ADMIN, SV, AUDITOR = "anonymous", "agent", "admin", "sv", "auditor"
-PRINCIPALS = (ANON, AGENT, ADMIN, SV, AUDITOR)
+# An auditor who is a member of the own floor only (an auditor with no floors reads all).
+SCOPED = "auditor-one-floor"
+PRINCIPALS = (ANON, AGENT, ADMIN, SV, AUDITOR, SCOPED)
 EVERYONE = set(PRINCIPALS)
-USERS = {ADMIN, SV, AUDITOR}
+USERS = {ADMIN, SV, AUDITOR, SCOPED}
+READERS = {ADMIN, AUDITOR, SCOPED}
 
 # (method, path) -> who is let through. Public routes list everyone.
 EXPECTED: dict[tuple[str, str], set[str]] = {
@@ -44,7 +50,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/violations/{agent}/{seq}/ack"): {SV},
     ("GET", "/agents"): USERS,
     ("POST", "/duty"): {SV},
-    ("GET", "/audit"): {ADMIN, AUDITOR},
+    ("GET", "/audit"): READERS,
     ("GET", "/admin/floors"): {ADMIN},
     ("POST", "/admin/floors"): {ADMIN},
     ("POST", "/account/lang"): USERS,
@@ -70,12 +76,37 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/print/jobs"): USERS,
     ("POST", "/api/v1/print/jobs/{agent_id}/{job_id}/decision"): {ADMIN, SV},
     # Reports.
-    ("GET", "/reports"): {ADMIN, AUDITOR},
-    ("GET", "/reports/daily"): {ADMIN, AUDITOR},
+    ("GET", "/reports"): READERS,
+    ("GET", "/reports/daily"): READERS,
+    # Archived reports cover every floor: not for an auditor limited to some floors.
     ("GET", "/reports/archive/{rid}"): {ADMIN, AUDITOR},
     ("POST", "/reports/archive"): {ADMIN, AUDITOR},
-    ("POST", "/reports/verify"): {ADMIN, AUDITOR},
+    ("POST", "/reports/verify"): READERS,
 }
+# Routes about one floor's seat, event, job or the floor itself: run once on the own floor
+# (as EXPECTED) and once on the other floor, where SVs and floor-limited auditors are
+# refused.
+TARGETED = {
+    ("GET", "/seats/{agent_id}"), ("GET", "/violations/{agent}/{seq}"),
+    ("POST", "/violations/{agent}/{seq}/ack"), ("POST", "/duty"),
+    ("POST", "/agents/{agent_id}/lock"), ("GET", "/print/thumbnail/{agent_id}/{job_id}"),
+    ("POST", "/print/{agent_id}/{job_id}/approve"), ("POST", "/print/{agent_id}/{job_id}/deny"),
+    ("POST", "/api/v1/print/jobs/{agent_id}/{job_id}/decision"), ("GET", "/reports/daily"),
+}
+# Lists over floors: those allowed see their own floor's seat in it, and the other floor's
+# only when they may read every floor.
+LISTS = {
+    ("GET", "/events"), ("GET", "/floor"), ("GET", "/floor/tiles"), ("GET", "/violations"),
+    ("GET", "/agents"), ("GET", "/coverage"), ("GET", "/print"), ("GET", "/print/trail"),
+    ("GET", "/api/v1/print/jobs"), ("GET", "/reports"),
+}
+# Not about a floor: public pages, the agents' own API (their token names the agent),
+# admin-only pages (admins see every floor), the user's own settings, the audit trail
+# (site-wide, see README), archived reports (whole site), report verification (a digest),
+# and the floor stream (a bare "something changed" notice).
+FLOORLESS = set(EXPECTED) - TARGETED - LISTS
+ALL_FLOORS = {ADMIN, AUDITOR}
+
 # Sign-out ends the caller's own session: run it last.
 LAST = (("POST", "/logout"),)
 
@@ -102,6 +133,9 @@ def app_routes() -> set[tuple[str, str]]:
 
 def test_the_table_names_every_route() -> None:
     assert app_routes() == set(EXPECTED), "add the new route to EXPECTED with who may use it"
+    assert set(EXPECTED) >= TARGETED | LISTS and not TARGETED & LISTS
+    assert {r for r in FLOORLESS if r[1].startswith(("/violations", "/print", "/seats"))} \
+        == set(), "a route about seats, events or jobs is about a floor: add it to TARGETED"
 
 
 def _denied(resp: httpx.Response) -> bool:
@@ -111,29 +145,42 @@ def _denied(resp: httpx.Response) -> bool:
         "/login?next=")
 
 
+def _populate(seat: Seat) -> None:
+    seat.event("usb.blocked", "violation", user="op1", details={"device": "0781:5567"})
+    for job in (1, 2):  # job 1 is decided in the matrix, job 2 stays held for the lists
+        seat.event("print.held", user="op1", details={"job_id": job, "title": "payslips",
+                                                       "queue": "q", "pages": 1})
+
+
 @pytest.fixture(scope="module")
 def fixtures(site: Site) -> dict[str, Any]:
-    floor = unique("matrix")
-    seat = site.seat(floor, "M-01")
-    seat.event("usb.blocked", "violation", user="op1", details={"device": "0781:5567"})
+    floor, other_floor = unique("matrix"), unique("elsewhere")
+    seat = site.seat(floor, unique("OWN"))  # sv1's floor
+    _populate(seat)
+    other = site.seat(other_floor, unique("OTHER"), staff=())  # nobody's floor
+    _populate(other)
     site.add_user(f"{floor}-login", "auditor")
+    site.add_user(f"{floor}-aud", "auditor", floors=(floor,))
     victim = site.seat(floor, "M-02")  # the agent an admin revokes
-    return {"floor": floor, "seat": seat, "login_user": f"{floor}-login", "victim": victim}
+    return {"floor": floor, "seat": seat, "login_user": f"{floor}-login", "victim": victim,
+            "other_floor": other_floor, "other": other, "scoped_auditor": f"{floor}-aud"}
 
 
-def _client(site: Site, who: str, seat: Seat) -> httpx.Client:
+def _client(site: Site, who: str, seat: Seat, fx: dict[str, Any]) -> httpx.Client:
     if who == ANON:
         return httpx.Client(base_url=site.url, timeout=10, headers={"Origin": site.url})
     if who == AGENT:
         return httpx.Client(base_url=site.url, timeout=10, headers={
             "Authorization": f"Bearer {seat.token}", "Origin": site.url})
-    name = {ADMIN: "admin1", SV: "sv1", AUDITOR: "aud1"}[who]
+    name = {ADMIN: "admin1", SV: "sv1", AUDITOR: "aud1", SCOPED: fx["scoped_auditor"]}[who]
     return site.login(name)
 
 
 def _request(site: Site, client: httpx.Client, who: str, method: str, path: str,
-             fx: dict[str, Any]) -> httpx.Response:
-    seat: Seat = fx["seat"]
+             fx: dict[str, Any], on: str = "seat") -> httpx.Response:
+    """The request, about the own floor's seat (``on="seat"``) or the other floor's."""
+    seat: Seat = fx[on]
+    floor = seat.floor
     ev = seat.posted[0]
     target = fx["victim"].agent_id if path.endswith("/revoke") else seat.agent_id
     url = (path.replace("{agent_id}", target).replace("{agent}", seat.agent_id)
@@ -151,10 +198,13 @@ def _request(site: Site, client: httpx.Client, who: str, method: str, path: str,
         if path == "/floor/stream":
             with client.stream("GET", url) as resp:
                 return resp
+        if path == "/reports/daily":
+            return client.get(url, params={"date": ev["ts"][:10], "format": "json",
+                                           "floor": floor})
         return client.get(url)
     body: dict[str, Any] = {
         "/violations/{agent}/{seq}/ack": {"comment": f"checked by {who}"},
-        "/duty": {"action": "off"},
+        "/duty": {"action": "on", "floor": floor},
         "/admin/floors": {"floor": fx["floor"], "max_operators_per_sv": "",
                           "timezone": "Asia/Tokyo", "idle_unlocked_after": "5m",
                           "heartbeat_interval": "30s"},
@@ -173,6 +223,9 @@ def _request(site: Site, client: httpx.Client, who: str, method: str, path: str,
         return client.post(url, json={"code": "not-a-code-at-all", "agent_id":
                                       "00000000-0000-0000-0000-000000000000", "host": "h",
                                       "seat": "s"}, headers=headers)
+    if path.endswith("/decision"):
+        return client.post(url, json={"decision": "deny", "reason": f"matrix {who}"},
+                           headers=headers)
     if path.startswith("/api/v1/"):
         return client.post(url, json={}, headers=headers)
     if path == "/login":
@@ -187,7 +240,7 @@ def _request(site: Site, client: httpx.Client, who: str, method: str, path: str,
 def test_every_route_allows_exactly_the_expected_principals(
         site: Site, fixtures: dict[str, Any], who: str) -> None:
     seat = fixtures["seat"]
-    client = _client(site, who, seat)
+    client = _client(site, who, seat, fixtures)
     wrong = []
     ordered = sorted(set(EXPECTED) - set(LAST)) + list(LAST)
     for method, path in ordered:
@@ -199,3 +252,40 @@ def test_every_route_allows_exactly_the_expected_principals(
         if allowed != (who in EXPECTED[(method, path)]):
             wrong.append((method, path, resp.status_code))
     assert not wrong, f"{who}: unexpected allow/deny for {wrong}"
+
+
+def _allowed_on_other_floor(who: str, route: tuple[str, str]) -> bool:
+    return who in EXPECTED[route] and who in ALL_FLOORS
+
+
+@pytest.mark.parametrize("who", PRINCIPALS)
+def test_no_principal_reaches_a_floor_that_is_not_theirs(
+        site: Site, fixtures: dict[str, Any], who: str) -> None:
+    """Each route about a floor, on the other floor: only those who read every floor get
+    through (writes: admins only), and nobody's decision or lock lands there otherwise."""
+    client = _client(site, who, fixtures["seat"], fixtures)
+    wrong = []
+    for method, path in sorted(TARGETED):
+        resp = _request(site, client, who, method, path, fixtures, on="other")
+        assert resp.status_code < 500, (method, path, who, resp.status_code)
+        if (not _denied(resp)) != _allowed_on_other_floor(who, (method, path)):
+            wrong.append((method, path, resp.status_code, resp.text[:120]))
+    assert not wrong, f"{who}, other floor: unexpected allow/deny for {wrong}"
+
+
+@pytest.mark.parametrize("who", sorted(USERS))
+def test_lists_show_the_own_floor_and_the_other_only_to_those_who_read_all(
+        site: Site, fixtures: dict[str, Any], who: str) -> None:
+    own: Seat = fixtures["seat"]
+    other: Seat = fixtures["other"]
+    client = _client(site, who, own, fixtures)
+    wrong = []
+    for method, path in sorted(LISTS):
+        if who not in EXPECTED[(method, path)]:
+            continue
+        text = client.get(path).text
+        mine = own.seat in text or fixtures["floor"] in text
+        theirs = other.seat in text or fixtures["other_floor"] in text
+        if not mine or theirs != (who in ALL_FLOORS):
+            wrong.append((path, {"own shown": mine, "other shown": theirs}))
+    assert not wrong, f"{who}: {wrong}"

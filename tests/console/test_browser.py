@@ -133,7 +133,7 @@ def showcase(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveCon
                 9: ("processes.killed", "violation", {"name": "obs", "pid": 4242}),
                 11: ("idle.locked", "info", {})}
         for i, op in enumerate(operators):
-            seat = s.seat("3F north", f"N-{i + 1:02d}")
+            seat = s.seat("3F north", f"N-{i + 1:02d}", staff=("sato.sv", "ito.sv"))
             seat.event("agent.started", user=op)
             if i in plan:
                 kind, sev, details = plan[i]

@@ -278,7 +278,7 @@ def test_language_from_browser_user_choice_and_times_in_floor_zone(site: Site) -
     assert client.post("/account/lang", data={"lang": "xx", "csrf": token}).status_code == 422
     # Times on a seat's page are in its floor's zone.
     floor = unique("tz")
-    seat = site.seat(floor, "Z-01")
+    seat = site.seat(floor, "Z-01", staff=(name,))
     t = datetime(2026, 11, 27, 23, 30, tzinfo=UTC).timestamp()
     seat.event("agent.started", ts=t)
     assert "2026-11-28 08:30:00" in client.get(f"/seats/{seat.agent_id}").text  # JST

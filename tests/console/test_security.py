@@ -28,7 +28,7 @@ def test_session_cookie_is_httponly_samesite_strict_and_new_at_each_login(site: 
 
 def test_state_change_without_csrf_token_or_from_another_origin_is_refused(site: Site) -> None:
     sv = unique("sv")
-    site.add_user(sv, "sv")
+    site.add_user(sv, "sv", floors=("3F",))
     client = site.login(sv)
     token = site.csrf(client)
     no_token = client.post("/duty", data={"action": "off"})

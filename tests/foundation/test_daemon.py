@@ -148,6 +148,46 @@ def test_no_policy_and_no_last_good_one_still_runs_and_records_it(agent: AgentPr
     assert kinds(agent) == ["agent.started", "agent.policy_rejected", "agent.stopped"]
 
 
+DEEP = (Path(__file__).parent.parent / "policies" / "bad" / "deep_nesting.toml").read_text()
+DEEP_PROBLEM = ("6: brackets or braces nested more than 32 deep: close the arrays and inline "
+                "tables opened on or before this line")
+
+
+def test_sighup_with_5000_nested_brackets_keeps_the_old_policy(agent: AgentProcess,
+                                                               policy_file: Path) -> None:
+    agent.start()
+    agent.wait_for("agent.policy_loaded")
+    policy_file.write_text(DEEP)
+    agent.signal(signal.SIGHUP)
+    rejected = agent.wait_for("agent.policy_rejected")[0]
+    assert rejected["details"]["problems"] == [f"{policy_file}:{DEEP_PROBLEM}"]
+    assert rejected["details"]["kept"] == sha(POLICY_A) == rejected["policy"]
+    assert agent.proc is not None and agent.proc.poll() is None  # still running
+    # and still reloading: a good policy after the hostile one takes over
+    policy_file.write_text(POLICY_B)
+    agent.signal(signal.SIGHUP)
+    agent.wait_for("agent.policy_loaded", hash=sha(POLICY_B))
+    assert agent.stop() == 0
+    assert "RecursionError" not in agent.log.read_text()
+    assert kinds(agent) == ["agent.started", "agent.policy_loaded", "agent.policy_rejected",
+                            "agent.policy_loaded", "agent.stopped"]
+
+
+def test_restart_with_5000_nested_brackets_runs_the_last_good_one(agent: AgentProcess,
+                                                                  policy_file: Path) -> None:
+    agent.start()
+    agent.wait_for("agent.policy_loaded")
+    assert agent.stop() == 0
+    policy_file.write_text(DEEP)
+    agent.start()
+    rejected = agent.wait_for("agent.policy_rejected")[0]
+    assert rejected["details"]["problems"] == [f"{policy_file}:{DEEP_PROBLEM}"]
+    loaded = agent.wait_for("agent.policy_loaded", count=2)[1]
+    assert loaded["details"]["hash"] == sha(POLICY_A)
+    assert agent.stop() == 0
+    assert "Traceback" not in agent.log.read_text()
+
+
 def test_sd_notify_ready_watchdog_reloading_stopping(tmp_path: Path, policy_file: Path) -> None:
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -191,7 +231,7 @@ def test_unknown_config_key_is_a_clear_error(tmp_path: Path, policy_file: Path) 
     agent.start()
     assert agent.proc.wait(15) == 2  # type: ignore[union-attr]
     out = agent.log.read_text()
-    assert f"{cfg}: unknown key 'consol_url'" in out and "console_url" in out
+    assert f"{cfg}:1: unknown key 'consol_url'" in out and "console_url" in out
     assert not (agent.state_dir / "journal.db").exists()
 
 

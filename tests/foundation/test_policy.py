@@ -238,3 +238,52 @@ def test_any_value_in_a_real_table_is_judged_not_crashed(key: str, value: object
             parse_policy(text)
         except PolicyError as exc:
             assert {p.line for p in exc.problems} <= {1, 2}
+
+
+# --- hostile nesting: refused at its line, before tomllib recurses --------------------------
+
+
+def test_check_deep_nesting_exits_2_with_the_line_and_no_traceback() -> None:
+    path = CORPUS / "bad" / "deep_nesting.toml"
+    assert path.stat().st_size > 10_000  # the probe's 10 KB, 5,000 nested "["
+    res = floorguard("check", str(path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stdout.splitlines() == [
+        f"{path}:6: brackets or braces nested more than 32 deep: close the arrays and "
+        "inline tables opened on or before this line"]
+    assert res.stderr == ""
+
+
+def test_nesting_up_to_the_bound_is_judged_as_a_value() -> None:
+    ok = parse_policy('[floor]\nname = "F1"\n[usb]\nallow = ["03:*:*"]\n')
+    assert ok.floor_name == "F1"
+    # 32 levels (with the table header's none) reach the converters, which say what is
+    # wrong with the value; 33 are refused before parsing.
+    at_bound = "[usb]\nallow = " + "[" * 32 + "]" * 32 + "\n"
+    with pytest.raises(PolicyError) as err:
+        parse_policy(at_bound, "p.toml")
+    assert str(err.value.problems[0]).startswith("p.toml:2: usb.allow: ")
+    with pytest.raises(PolicyError) as err:
+        parse_policy(at_bound.replace("[" * 32, "[" * 33).replace("]" * 32, "]" * 33),
+                     "p.toml")
+    assert str(err.value).startswith("p.toml:2: brackets or braces nested more than 32")
+
+
+def test_a_policy_larger_than_the_bound_is_refused_unread() -> None:
+    with pytest.raises(PolicyError, match="larger than 1048576 characters"):
+        parse_policy("#" * 1_048_577)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(depth=st.integers(1, 6000), opener=st.sampled_from(["[", "{a = ", "[{b = "]),
+       before=st.integers(0, 5), split=st.booleans())
+def test_any_depth_of_nesting_is_a_policy_error_never_a_crash(
+        depth: int, opener: str, before: int, split: bool) -> None:
+    closer = {"[": "]", "{a = ": "}", "[{b = ": "}]"}[opener]
+    sep = "\n" if split else ""
+    text = "[floor]\n" + "# pad\n" * before + "name = " + sep.join([opener] * depth) + "1" \
+        + closer * depth + "\n"
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text, "p.toml")
+    first = err.value.problems[0]
+    assert first.file == "p.toml" and 1 <= first.line <= text.count("\n")

@@ -57,7 +57,12 @@ class LinkConfigError(Exception):
 
 def check_url(url: str, *, allow_insecure: bool) -> None:
     """Plain HTTP only to loopback, unless the admin explicitly allowed it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 parsed lazily: "Port out of range" is raised here
+    except ValueError as exc:  # "Invalid IPv6 URL": a message, never a traceback
+        raise LinkConfigError(f"console_url {url!r} does not parse ({exc}): write it as "
+                              "https://HOST[:PORT]") from None
     if parts.scheme not in ("http", "https"):
         raise LinkConfigError(f"console_url must start with https:// (got {url!r})")
     if parts.scheme == "http" and not allow_insecure:

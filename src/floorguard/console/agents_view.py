@@ -61,7 +61,8 @@ def agents_page(request: Request, user: Annotated[User, Depends(require("admin",
     now = now_us()
     with request.app.state.engine.connect() as conn:
         policies = all_floor_policies(conn)
-        rows = conn.execute(sa.select(agents).where(agents.c.revoked_us.is_(None))
+        rows = conn.execute(sa.select(agents).where(agents.c.revoked_us.is_(None),
+                                                    user.floor_clause(agents.c.floor))
                             .order_by(agents.c.floor, agents.c.seat, agents.c.id)).all()
     listed = [describe(r, policies.get(r.floor) or FloorPolicy(r.floor), now) for r in rows]
     return render(request, "coverage.html", {

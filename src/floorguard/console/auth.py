@@ -23,7 +23,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy.engine import Connection, Engine
 
 from .db import now_us
-from .schema import audit_log, sessions, users
+from .schema import agents, audit_log, events, sessions, users
 
 ROLES = ("admin", "sv", "auditor")
 SESSION_COOKIE = "fg_session"
@@ -49,6 +49,38 @@ class User:
     role: str
     lang: str | None = None
     csrf: str = ""
+    # The floors this account may read and act on; None: every floor (admins, and auditors
+    # with no membership). Attached by ``current_user``; see ``membership``.
+    floors: frozenset[str] | None = None
+
+    def sees(self, floor: str) -> bool:
+        return self.floors is None or floor in self.floors
+
+    def floor_clause(self, column: Any) -> Any:
+        """A WHERE clause keeping rows whose floor ``column`` is one of the user's."""
+        return sa.true() if self.floors is None else column.in_(sorted(self.floors))
+
+    def agent_clause(self, column: Any) -> Any:
+        """A WHERE clause keeping rows whose agent-id ``column`` is on the user's floors."""
+        if self.floors is None:
+            return sa.true()
+        return column.in_(sa.select(agents.c.id).where(agents.c.floor.in_(sorted(self.floors))))
+
+    def event_clause(self) -> Any:
+        """A WHERE clause on ``events``: an agent's events by its floor; the console's own
+        (``floor.*``, ``agent.silent``, ``agent.chain_broken``) by the floor or agent they
+        are about."""
+        if self.floors is None:
+            return sa.true()
+        from .console_events import CONSOLE_AGENT
+
+        floors = sorted(self.floors)
+        about = events.c.details
+        return sa.or_(
+            self.agent_clause(events.c.agent),
+            sa.and_(events.c.agent == CONSOLE_AGENT,
+                    sa.or_(about["floor"].as_string().in_(floors),
+                           self.agent_clause(about["agent"].as_string()))))
 
 
 def check_password_rules(password: str) -> None:
@@ -178,7 +210,56 @@ def current_user(request: Request) -> User | None:
         return None
     engine: Engine = request.app.state.engine
     with engine.begin() as conn:
-        return session_user(conn, token)
+        user = session_user(conn, token)
+        return None if user is None else with_floors(conn, user)
+
+
+def with_floors(conn: Connection, user: User) -> User:
+    """The user with the floors they may see (see ``User.floors``)."""
+    from dataclasses import replace
+
+    from .membership import floors_of
+
+    if user.role == "admin":
+        return replace(user, floors=None)
+    floors = floors_of(conn, user.id)
+    if user.role == "auditor" and not floors:
+        return replace(user, floors=None)
+    return replace(user, floors=floors)
+
+
+def _not_yours(floor: str) -> HTTPException:
+    return HTTPException(403, f"floor {floor!r} is not one of your floors; an admin adds it "
+                              "with 'floorguard console user floors NAME --set ...'")
+
+
+def check_floor(user: User, floor: str) -> None:
+    """The one floor check: 403 unless ``floor`` is one of the user's."""
+    if not user.sees(floor):
+        raise _not_yours(floor)
+
+
+def check_agent(conn: Connection, user: User, agent_id: str) -> Any:
+    """The agent's row, if it exists (404) and is on one of the user's floors (403)."""
+    row = conn.execute(sa.select(agents).where(agents.c.id == agent_id)).first()
+    if row is None:
+        raise HTTPException(404, f"no agent {agent_id}")
+    check_floor(user, row.floor)
+    return row
+
+
+def check_event(conn: Connection, user: User, agent_id: str, seq: int) -> Any:
+    """The stored event, if it exists (404) and is about one of the user's floors (403)."""
+    row = conn.execute(sa.select(events).where(events.c.agent == agent_id,
+                                               events.c.seq == seq)).first()
+    if row is None:
+        raise HTTPException(404, "no such event")
+    if user.floors is not None and conn.execute(
+            sa.select(sa.literal(1)).select_from(events)
+            .where(events.c.agent == agent_id, events.c.seq == seq,
+                   user.event_clause())).first() is None:
+        raise HTTPException(403, "this event is not about one of your floors")
+    return row
 
 
 def require(*roles: str) -> Any:

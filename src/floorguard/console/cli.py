@@ -1,7 +1,9 @@
 """``floorguard console``: serve the console, manage accounts and enrollment codes.
 
     floorguard console [--db URL] [--listen HOST:PORT] [--tls-cert F --tls-key F]
-    floorguard console user add NAME --role admin|sv|auditor    (password on stdin or asked)
+    floorguard console user add NAME --role admin|sv|auditor [--floor F]...  (password on
+                                           stdin or asked)
+    floorguard console user floors NAME [--set F1,F2]   (show or replace its floors)
     floorguard console user passwd NAME | user disable NAME | user enable NAME | user list
     floorguard console enroll-code [--floor NAME] [--expires 24h]
     floorguard console agent list | agent revoke ID
@@ -35,6 +37,13 @@ def add_console_parser(sub: Any, func: Any) -> None:
     add = usub.add_parser("add", help="create an account (password from stdin when piped)")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=["admin", "sv", "auditor"])
+    add.add_argument("--floor", action="append", default=[], metavar="FLOOR",
+                     help="a floor the account works on (repeat, or F1,F2); an SV sees and "
+                          "acts on its floors only, an auditor with none reads every floor")
+    fl = usub.add_parser("floors", help="show or set the floors an account works on")
+    fl.add_argument("name")
+    fl.add_argument("--set", dest="set_floors", metavar="F1,F2",
+                    help="replace the account's floors ('' for none)")
     for name, text in (("passwd", "set a new password"), ("disable", "disable an account"),
                        ("enable", "enable a disabled account")):
         p = usub.add_parser(name, help=text)
@@ -97,17 +106,29 @@ def run_console_command(args: argparse.Namespace) -> int:
 
 def _user(args: argparse.Namespace, engine: Any, actor: str) -> int:
     from .auth import AuthError, add_user, audit, list_users, set_disabled, set_password
+    from .membership import all_memberships
 
     try:
         with engine.begin() as conn:
             if args.user_cmd == "list":
+                floors = all_memberships(conn)
                 for u in list_users(conn):
                     state = "disabled" if u["disabled"] else "active"
-                    print(f"{u['name']}\t{u['role']}\t{state}")
+                    print(f"{u['name']}\t{u['role']}\t{state}\t"
+                          f"{_floors_text(u['role'], floors.get(u['name'], []))}")
                 return EXIT_OK
+            if args.user_cmd == "floors":
+                return _user_floors(args, conn, actor)
             if args.user_cmd == "add":
+                from .db import now_us
+                from .membership import parse_floors, set_floors
+
+                wanted = parse_floors(args.floor)
                 add_user(conn, args.name, args.role, _read_password())
                 audit(conn, actor, "user.added", args.name, "", {"role": args.role})
+                if wanted:
+                    set_floors(conn, args.name, wanted, now_us())
+                    audit(conn, actor, "user.floors_set", args.name, "", {"floors": wanted})
             elif args.user_cmd == "passwd":
                 set_password(conn, args.name, _read_password())
                 audit(conn, actor, "user.password_set", args.name)
@@ -118,6 +139,41 @@ def _user(args: argparse.Namespace, engine: Any, actor: str) -> int:
         print(f"floorguard console user {args.user_cmd}: {exc}", file=sys.stderr)
         return EXIT_FAIL
     print(f"user {args.name}: {args.user_cmd} done")
+    return EXIT_OK
+
+
+def _floors_text(role: str, floors: list[str]) -> str:
+    if role == "admin":
+        return "all floors"
+    if not floors:
+        return "all floors" if role == "auditor" else "no floors"
+    return ",".join(floors)
+
+
+def _user_floors(args: argparse.Namespace, conn: Any, actor: str) -> int:
+    """``user floors NAME``: the account's floors; with ``--set``, replace them."""
+    import sqlalchemy as sa
+
+    from .auth import AuthError
+    from .db import now_us
+    from .membership import floors_of, parse_floors, set_floors
+    from .schema import users
+
+    row = conn.execute(sa.select(users.c.id, users.c.role).where(users.c.name == args.name)
+                       ).first()
+    if row is None:
+        raise AuthError(f"no user {args.name!r} (see 'floorguard console user list')")
+    if args.set_floors is not None:
+        wanted = parse_floors([args.set_floors])
+        lost = set_floors(conn, args.name, wanted, now_us())
+        from .auth import audit
+
+        audit(conn, actor, "user.floors_set", args.name, "", {"floors": wanted,
+                                                              "removed": lost})
+        if row.role == "admin" and wanted:
+            print(f"note: {args.name} is an admin and sees every floor whatever is set",
+                  file=sys.stderr)
+    print(f"{args.name}\t{row.role}\t{_floors_text(row.role, sorted(floors_of(conn, row.id)))}")
     return EXIT_OK
 
 

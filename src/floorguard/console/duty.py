@@ -1,6 +1,6 @@
-"""SVs on duty: an SV marks themself on or off duty for a floor; every change is kept
-(one row per stint) and written to the audit trail. The floor view counts SVs on duty
-against operators logged in (see ``ratio``)."""
+"""SVs on duty: an SV marks themself on or off duty for one of their floors (see
+``membership``); every change is kept (one row per stint) and written to the audit
+trail. The floor view counts SVs on duty against operators logged in (see ``ratio``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
-from .auth import User, audit, client_ip, require_write
+from .auth import User, audit, check_floor, client_ip, require_write
 from .db import now_us
 from .schema import metadata
 
@@ -68,6 +68,7 @@ def set_duty(request: Request, user: Annotated[User, Depends(require_write("sv")
         if action == "on":
             if not floor:
                 raise HTTPException(422, "floor: choose the floor you are on duty for")
+            check_floor(user, floor)  # on duty only for a floor one is a member of
             go_on_duty(conn, user.name, floor, now)
             audit(conn, user.name, "duty.on", floor, client_ip(request))
         elif go_off_duty(conn, user.name, now):

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from . import floor_policy
-from .auth import User, audit, check_csrf, client_ip, require
+from .auth import User, audit, check_agent, check_csrf, client_ip, require
 from .chain import agent_link
 from .commands import enqueue
 from .db import now_us
@@ -76,7 +76,7 @@ def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
 def _agents_page(request: Request, user: User, *, code: str | None = None,
                  message: str | None = None, status: int = 200) -> HTMLResponse:
     with request.app.state.engine.connect() as conn:
-        rows = list_agents(conn, now_us())
+        rows = [a for a in list_agents(conn, now_us()) if user.sees(a["floor"])]
     return render(request, "agents.html", {"agents": rows, "code": code,
                                            "message": message}, status=status)
 
@@ -99,7 +99,7 @@ def lock_seat(request: Request, agent_id: str, user: Annotated[User, Depends(LOC
     """Queue "lock this seat now" for the agent; it arrives through its long-poll."""
     check_csrf(request, user, csrf)
     with request.app.state.engine.begin() as conn:
-        row = _known_agent(conn, agent_id)
+        row = check_agent(conn, user, agent_id)  # an SV locks seats of their floors only
         cid = enqueue(conn, agent_id, "lock_seat", {"by": user.name, "reason": "sv"},
                       user.name)
         audit(conn, user.name, "command.queued", agent_id, client_ip(request),

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from .auth import User, current_user, require
+from .auth import User, check_agent, current_user, require
 from .db import now_us
 from .duty import duty_floor, svs_on_duty
 from .floor_settings import FloorPolicy, all_floor_policies
@@ -62,8 +62,9 @@ class FloorView:
         return sum(1 for t in self.tiles if t.state == state)
 
 
-def load_floor(conn: Connection, now: int) -> list[FloorView]:
-    """Every floor with its seat tiles, operators and SVs on duty (two small queries)."""
+def load_floor(conn: Connection, now: int, viewer: User | None = None) -> list[FloorView]:
+    """Every floor with its seat tiles, operators and SVs on duty (two small queries);
+    with ``viewer``, only the viewer's floors (each of them, even one without agents yet)."""
     policies = all_floor_policies(conn)
     duty = svs_on_duty(conn)
     views: dict[str, FloorView] = {}
@@ -73,7 +74,8 @@ def load_floor(conn: Connection, now: int) -> list[FloorView]:
                   seat_state.c.last_violation_us, seat_state.c.last_violation_kind,
                   seat_state.c.idle_since_us, seat_state.c.locked)
         .select_from(agents.outerjoin(seat_state, seat_state.c.agent == agents.c.id))
-        .where(agents.c.revoked_us.is_(None)))
+        .where(agents.c.revoked_us.is_(None),
+               sa.true() if viewer is None else viewer.floor_clause(agents.c.floor)))
     for r in rows:
         policy = policies.get(r.floor) or FloorPolicy(floor=r.floor)
         view = views.setdefault(r.floor, FloorView(r.floor, policy))
@@ -88,7 +90,11 @@ def load_floor(conn: Connection, now: int) -> list[FloorView]:
                                floor=r.floor, user=user, state=state,
                                last_heard_us=r.last_seen_us,
                                violation_kind=r.last_violation_kind))
+    for floor in sorted(viewer.floors or ()) if viewer is not None else ():
+        views.setdefault(floor, FloorView(floor, policies.get(floor) or FloorPolicy(floor)))
     for floor, names in duty.items():
+        if viewer is not None and not viewer.sees(floor):
+            continue
         view = views.setdefault(floor, FloorView(floor, policies.get(floor)
                                                  or FloorPolicy(floor=floor)))
         view.svs = names
@@ -99,7 +105,7 @@ def load_floor(conn: Connection, now: int) -> list[FloorView]:
 
 def _floor_context(request: Request, user: User) -> dict[str, Any]:
     with request.app.state.engine.connect() as conn:
-        floors = load_floor(conn, now_us())
+        floors = load_floor(conn, now_us(), user)
         on_duty = duty_floor(conn, user.name) if user.role == "sv" else None
     return {"floors": floors, "labels": STATE_LABELS, "on_duty": on_duty}
 
@@ -139,7 +145,9 @@ async def floor_stream(request: Request, user: Annotated[User, Depends(VIEWERS)]
                     continue
                 while not queue.empty():  # many ingests, one refresh
                     message = queue.get_nowait()
-                yield f"event: change\ndata: {json.dumps({'agent': message.get('agent')})}\n\n"
+                # which agent changed is another floor's business for a floor-scoped user
+                agent = message.get("agent") if user.floors is None else None
+                yield f"event: change\ndata: {json.dumps({'agent': agent})}\n\n"
         finally:
             hub.unsubscribe(queue)
 
@@ -157,9 +165,7 @@ def seat_timeline(request: Request, user: Annotated[User, Depends(VIEWERS)],
                   before: int | None = None) -> HTMLResponse:
     """One seat's events, newest first, a page at a time (by seq, on the primary key)."""
     with request.app.state.engine.connect() as conn:
-        agent = conn.execute(sa.select(agents).where(agents.c.id == agent_id)).first()
-        if agent is None:
-            raise HTTPException(404, "no such agent")
+        agent = check_agent(conn, user, agent_id)
         q = sa.select(events).where(events.c.agent == agent_id)
         if before is not None:
             q = q.where(events.c.seq < before)

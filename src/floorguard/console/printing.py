@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
 from . import commands
-from .auth import User, audit, check_csrf, client_ip, require
+from .auth import User, audit, check_agent, check_csrf, client_ip, require
 from .db import now_us
-from .schema import events, metadata
+from .schema import agents, events, metadata
 
 print_jobs = sa.Table(
     "print_jobs", metadata,
@@ -181,6 +181,7 @@ def request_decision(conn: Connection, user: User, agent_id: str, job_id: int,
                      ) -> int:
     """Queue an SV's decision for the job's agent; returns the command id."""
     reason, note = reason.strip(), note.strip()
+    check_agent(conn, user, agent_id)  # an SV decides only for their own floors
     row = conn.execute(sa.select(print_jobs).where(print_jobs.c.agent == agent_id,
                                                    print_jobs.c.job_id == job_id)
                        .with_for_update()).first()
@@ -222,8 +223,11 @@ def _age(held_us: int, now_s: float) -> dict[str, int]:
     return {"minutes": seconds // 60, "seconds": seconds % 60}
 
 
-def open_jobs(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(sa.select(print_jobs).where(print_jobs.c.state.in_(OPEN_STATES))
+def open_jobs(conn: Connection, user: User | None = None) -> list[dict[str, Any]]:
+    """Jobs awaiting a decision, on the user's floors (every floor without a user)."""
+    visible = sa.true() if user is None else user.agent_clause(print_jobs.c.agent)
+    rows = conn.execute(sa.select(print_jobs).where(print_jobs.c.state.in_(OPEN_STATES),
+                                                    visible)
                         .order_by(print_jobs.c.held_us))
     now = time.time()
     return [{**r._mapping, "age": _age(r.held_us, now)} for r in rows]
@@ -234,9 +238,10 @@ def _render(request: Request, user: User, error: str | None = None, status: int 
     from .web import render
 
     with request.app.state.engine.connect() as conn:
-        jobs = open_jobs(conn)
+        jobs = open_jobs(conn, user)
         recent = conn.execute(
-            sa.select(print_jobs).where(print_jobs.c.state.not_in(OPEN_STATES))
+            sa.select(print_jobs).where(print_jobs.c.state.not_in(OPEN_STATES),
+                                        user.agent_clause(print_jobs.c.agent))
             .order_by(print_jobs.c.updated_us.desc()).limit(50)).all()
     return render(request, "print.html",
                   {"jobs": jobs, "recent": [r._mapping for r in recent], "error": error,
@@ -278,6 +283,7 @@ def thumbnail(request: Request, user: Annotated[User, Depends(READERS)], agent_i
     """The first-page picture, read from the job's ``print.held`` event; signed-in users
     only, never cached by anything in between."""
     with request.app.state.engine.connect() as conn:
+        check_agent(conn, user, agent_id)
         seq = conn.execute(sa.select(print_jobs.c.thumbnail_seq)
                            .where(print_jobs.c.agent == agent_id,
                                   print_jobs.c.job_id == job_id)).scalar()
@@ -307,10 +313,14 @@ def trail(request: Request, user: Annotated[User, Depends(READERS)],
     limit = max(1, min(limit, 5000))
     with request.app.state.engine.connect() as conn:
         evs = list_events(conn, Filters(control="print", severity=""), DEFAULT_TIMEZONE,
-                          None, limit)
+                          None, limit, visible=user.event_clause())
         asked = conn.execute(sa.select(audit_log).where(audit_log.c.action.in_(
             ("print.approve", "print.deny"))).order_by(audit_log.c.ts_us.desc())
             .limit(limit)).all()
+        if user.floors is not None:  # the target is "AGENT/JOB"
+            mine = set(conn.execute(sa.select(agents.c.id).where(
+                user.floor_clause(agents.c.floor))).scalars())
+            asked = [a for a in asked if a.target.split("/", 1)[0] in mine]
     slim = [{**e._mapping, "details": {k: v for k, v in e.details.items()
                                        if k != "thumbnail"}} for e in evs]
     return render(request, "print_trail.html",
@@ -354,7 +364,8 @@ def api_jobs(request: Request, user: Annotated[User, Depends(READERS)],
              state: Literal["open", "all"] = "open", limit: int = 500) -> list[PrintJobOut]:
     """Print jobs, oldest held first; ``state=open`` lists those awaiting a decision."""
     limit = max(1, min(limit, 5000))
-    query = sa.select(print_jobs).order_by(print_jobs.c.held_us).limit(limit)
+    query = (sa.select(print_jobs).where(user.agent_clause(print_jobs.c.agent))
+             .order_by(print_jobs.c.held_us).limit(limit))
     if state == "open":
         query = query.where(print_jobs.c.state.in_(OPEN_STATES))
     with request.app.state.engine.connect() as conn:

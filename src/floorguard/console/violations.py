@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
 from ..events import CONTROLS, KINDS, SEVERITIES
-from .auth import User, audit, client_ip, require, require_write
+from .auth import User, audit, check_event, client_ip, require, require_write
 from .db import now_us
 from .floor_settings import all_floor_policies
 from .i18n import DEFAULT_TIMEZONE, N_
@@ -102,24 +102,29 @@ def display_timezone(conn: Connection) -> str:
 
 
 def list_events(conn: Connection, f: Filters, tz: str, after: tuple[int, str, int] | None,
-                limit: int = PAGE) -> list[Any]:
+                limit: int = PAGE, *, visible: Any = None) -> list[Any]:
+    """``visible``: a WHERE clause limiting the list to the reader's floors
+    (``User.event_clause()``); None lists every floor."""
     if not f.severity and not f.kind:
         # Any severity: one walk per severity of the (..., severity, ts_us, agent, seq)
         # index of the other filters, merged in page order, each stopping after a page.
         # No index without severity is needed, and one that leads with ts_us would take
         # every stored event at its one rightmost leaf.
-        parts = [_events_query(f, s, tz, after, limit).subquery() for s in SEVERITIES]
+        parts = [_events_query(f, s, tz, after, limit, visible).subquery()
+                 for s in SEVERITIES]
         merged = sa.union_all(*(sa.select(p) for p in parts)).subquery()
         q: Any = sa.select(merged).order_by(merged.c.ts_us.desc(), merged.c.agent.desc(),
                                             merged.c.seq.desc())
     else:
-        q = _events_query(f, f.severity, tz, after, limit)
+        q = _events_query(f, f.severity, tz, after, limit, visible)
     return list(conn.execute(q.limit(limit)).all())
 
 
 def _events_query(f: Filters, severity: str, tz: str, after: tuple[int, str, int] | None,
-                  limit: int) -> sa.Select[Any]:
+                  limit: int, visible: Any = None) -> sa.Select[Any]:
     q = sa.select(events)
+    if visible is not None:
+        q = q.where(visible)
     if severity:
         q = q.where(events.c.severity == severity)
     if f.day:
@@ -165,7 +170,7 @@ def violations_page(
     cursor = parse_cursor(after) if after else None
     with request.app.state.engine.connect() as conn:
         tz = display_timezone(conn)
-        rows = list_events(conn, f, tz, cursor, PAGE + 1)
+        rows = list_events(conn, f, tz, cursor, PAGE + 1, visible=user.event_clause())
         more = len(rows) > PAGE
         rows = rows[:PAGE]
         acks = acks_for(conn, [(r.agent, int(r.seq)) for r in rows])
@@ -177,19 +182,11 @@ def violations_page(
         "first_page": cursor is None})
 
 
-def _event(conn: Connection, agent: str, seq: int) -> Any:
-    row = conn.execute(sa.select(events).where(events.c.agent == agent,
-                                               events.c.seq == seq)).first()
-    if row is None:
-        raise HTTPException(404, "no such event")
-    return row
-
-
 @router.get("/violations/{agent}/{seq}")
 def violation_detail(request: Request, user: Annotated[User, Depends(VIEWERS)],
                      agent: Annotated[str, Path(max_length=64)], seq: int) -> HTMLResponse:
     with request.app.state.engine.connect() as conn:
-        ev = _event(conn, agent, seq)
+        ev = check_event(conn, user, agent, seq)
         acks = acks_for(conn, [(agent, seq)]).get((agent, seq), [])
         tz = display_timezone(conn)
     return render(request, "violation.html", {
@@ -207,7 +204,7 @@ def acknowledge(request: Request, user: Annotated[User, Depends(require_write("s
     if not comment:
         raise HTTPException(422, "comment: say what was done about it")
     with request.app.state.engine.begin() as conn:
-        ev = _event(conn, agent, seq)
+        ev = check_event(conn, user, agent, seq)
         if ev.severity != "violation":
             raise HTTPException(422, "only violations are acknowledged")
         conn.execute(violation_acks.insert().values(agent=agent, seq=seq, actor=user.name,

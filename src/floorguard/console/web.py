@@ -182,5 +182,6 @@ def recent_events(request: Request, user: Annotated[User, Depends(ANY_ROLE)],
 
     limit = max(1, min(limit, 1000))
     with request.app.state.engine.connect() as conn:
-        rows = list_events(conn, Filters(severity=""), DEFAULT_TIMEZONE, None, limit)
+        rows = list_events(conn, Filters(severity=""), DEFAULT_TIMEZONE, None, limit,
+                           visible=user.event_clause())
     return render(request, "events.html", {"events": [r._mapping for r in rows]})

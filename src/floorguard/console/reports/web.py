@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..auth import User, audit, check_csrf, client_ip, require
+from ..auth import User, audit, check_csrf, check_floor, client_ip, require
 from . import archive as arch
 from . import schedule
 from .daily import build_report, list_floors
@@ -28,12 +28,21 @@ REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
+def _whole_site(user: User) -> None:
+    """Archived reports cover every floor: not for an auditor scoped to some floors."""
+    if user.floors is not None:
+        raise HTTPException(403, "archived reports cover every floor, and your account is "
+                                 "limited to some floors; download the daily report for "
+                                 "your floors instead")
+
+
 def _page(request: Request, context: dict[str, object], status: int = 200) -> HTMLResponse:
     from ..web import render as render_page
 
+    user: User = request.state.user
     with request.app.state.engine.connect() as conn:
-        rows = arch.archived(conn)
-        floors = list_floors(conn, date.today())
+        rows = arch.archived(conn) if user.floors is None else []
+        floors = [f for f in list_floors(conn, date.today()) if user.sees(f)]
     cfg = getattr(request.app.state, "report_schedule", None)
     return render_page(request, "reports.html", {
         "archive": rows, "floors": floors, "formats": FORMATS, "langs": LANGS,
@@ -62,11 +71,14 @@ async def daily(request: Request, user: Annotated[User, Depends(AUDITORS)],
         raise HTTPException(422, f"format {format!r}: use one of {', '.join(FORMATS)}")
     if lang not in LANGS:
         raise HTTPException(422, f"lang {lang!r}: use one of {', '.join(LANGS)}")
+    if floor:
+        check_floor(user, floor)
+    wanted = [floor] if floor else None if user.floors is None else sorted(user.floors)
     engine = request.app.state.engine
 
     def make() -> bytes:
         with engine.connect() as conn:
-            doc = build_report(conn, day, [floor] if floor else None, lang=lang)
+            doc = build_report(conn, day, wanted, lang=lang)
         data = render(doc, format)
         with engine.begin() as conn:
             audit(conn, user.name, "report.downloaded", f"daily {day.isoformat()}",
@@ -86,6 +98,7 @@ async def daily(request: Request, user: Annotated[User, Depends(AUDITORS)],
 @router.get("/reports/archive/{rid}")
 def archived_download(request: Request, rid: int,
                       user: Annotated[User, Depends(AUDITORS)]) -> Response:
+    _whole_site(user)
     with request.app.state.engine.begin() as conn:
         row = arch.archived_file(conn, rid)
         if row is None:
@@ -109,6 +122,7 @@ async def archive_now(request: Request, user: Annotated[User, Depends(AUDITORS)]
                       lang: Annotated[str, Form()] = "en") -> HTMLResponse:
     """Generate a day's report now and add it to the archive."""
     check_csrf(request, user, csrf)
+    _whole_site(user)
     day = _day(date)
     if format not in FORMATS or lang not in LANGS:
         raise HTTPException(422, "unknown format or language")
