@@ -452,8 +452,11 @@ class Journal:
         chained, failed = self._chain(self._held + batch)
         gap = self._gap_entry(failed)
         if gap is not None:
-            # The gap goes first: what was lost happened before what was held.
-            chained, failed_again = self._chain([gap, *[e for e, _r, _w in chained]])
+            # Events not kept while the disk was full came before what is stored now, so
+            # their gap goes first; a gap for entries of this batch follows the batch.
+            kept = [e for e, _r, _w in chained]
+            chained, failed_again = self._chain(
+                [gap, *kept] if self._lost.count else [*kept, gap])
             failed += failed_again
         if chained:
             try:
@@ -829,10 +832,22 @@ class JournalReader:
         if bad is not None:
             return bad, why
         head = self.meta("head")
+        last_seq = rows[-1]["seq"] if rows else start - 1
+        last_hash = rows[-1]["hash"] if rows else prev
+        if head is None and rows:
+            # Every commit writes the head with its records (since the journal's first
+            # release), so records without one mean the head was deleted, most likely
+            # together with records after it.
+            return last_seq + 1, ("the journal's head mark is missing: records after "
+                                  f"seq {last_seq} may have been cut off")
+        # The console's acknowledgement is a second, independent mark: it never passes
+        # what the journal wrote, so a journal ending below it lost its tail.
+        acked = self.meta("acked_seq")
+        if acked is not None and acked.isdigit() and int(acked) > last_seq:
+            return last_seq + 1, (f"the console acknowledged records up to seq {acked}, "
+                                  f"but the journal ends at seq {last_seq}")
         if head is not None:
             head_seq, _, head_hash = head.partition(" ")
-            last_seq = rows[-1]["seq"] if rows else start - 1
-            last_hash = rows[-1]["hash"] if rows else prev
             if int(head_seq) > last_seq:
                 return last_seq + 1, (f"records {last_seq + 1} to {head_seq} were written "
                                       "but are missing")
