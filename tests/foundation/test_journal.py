@@ -394,3 +394,58 @@ def test_an_entry_that_cannot_be_stored_costs_no_other_and_leaves_a_gap(tmp_path
     assert gap["details"]["severities"] == {"violation": 1}
     assert gap["details"]["kinds"] == {"files.flagged": 1}
     assert "could not be stored" in gap["details"]["reason"]
+
+
+def test_a_cut_tail_with_every_mark_rewritten_passes_verify_but_the_console_flags_it(
+        tmp_path: Path) -> None:
+    """What the agent-side check cannot prove: whoever can write journal.db can cut its
+    tail and rewrite the head and the acknowledgement to fit, and ``verify`` then sees a
+    consistent, shorter journal. The console holds its own copy: the agent, writing on
+    from the lower seq, sends seqs it already holds with other hashes, and the console
+    flags them as rewritten."""
+    import sqlalchemy as sa
+
+    from tests.link.journal_fill import fill
+    from tests.live import AgentProcess, LiveConsole, running, wait_until
+
+    console = LiveConsole(tmp_path / "console")
+    console.workdir.mkdir(parents=True)
+    console.start()
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[floor]\nname = "3F north"\n')
+    agent = AgentProcess(tmp_path / "agent", policy, console_url=console.url)
+    engine = sa.create_engine(console.db_url)
+
+    def acked() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT max(acked_seq) FROM agents")).scalar() or 0)
+
+    def flags() -> list[tuple[int, str]]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT details FROM events WHERE agent = 'console' "
+                                        "AND kind = 'agent.chain_broken'")).all()
+        return [(json.loads(d)["from_seq"], json.loads(d)["reason"]) for (d,) in rows]
+
+    with running(console):
+        assert agent.enroll(console.url, console.enroll_code()).returncode == 0
+        fill(agent.state_dir, 30)
+        agent.start()
+        with running(agent):
+            agent.wait_for("agent.started")
+            with JournalReader(agent.state_dir) as r:
+                top = r.last_seq()
+            wait_until(lambda: acked() >= top, 20, 0.1, "the journal to arrive")
+        assert agent.stop() == 0
+        with db(agent.state_dir) as conn:
+            (h,) = conn.execute("SELECT hash FROM journal WHERE seq = 20").fetchone()
+            conn.execute("DELETE FROM journal WHERE seq > 20")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'head'", (f"20 {h}",))
+            conn.execute("UPDATE meta SET value = '20' WHERE key = 'acked_seq'")
+        assert cli_verify(agent.state_dir) == (0, "journal intact: 20 records, chain "
+                                                  "verified\n")
+        assert flags() == []
+        agent.start()
+        with running(agent):
+            wait_until(lambda: (21, "rewritten") in flags(), 20, 0.1,
+                       "the console to flag the rewritten seq")
+    engine.dispose()
