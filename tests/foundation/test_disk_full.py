@@ -166,3 +166,83 @@ def _child(scenario: str, mnt: Path, args: list[str]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     print(json.dumps(_child(sys.argv[1], Path(sys.argv[2]), sys.argv[3:])))
+
+
+def test_a_live_agent_on_a_full_disk_shows_degraded_and_delivers_every_violation(
+        tmp_path: Path) -> None:
+    """The real agent with its state_dir on a tmpfs of its own (a private mount
+    namespace), files copied to a removable folder while that tmpfs is full: the Agents
+    page says the journal is degraded, and once space returns every violation reaches
+    the console."""
+    import re
+
+    from tests.live import AgentProcess, LiveConsole, base_env, running, wait_until
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("this test needs root and unshare (util-linux) for a private tmpfs")
+    media = tmp_path / "media"
+    media.mkdir()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[floor]\nname = "3F north"\n\n[agent]\nheartbeat_interval = "1s"\n\n'
+                      f'[files]\nremovable = ["{media}"]\n')
+    console = LiveConsole(tmp_path / "console")
+    console.workdir.mkdir(parents=True)
+    console.add_user("admin1", "admin")
+    console.start()
+    agent = AgentProcess(tmp_path / "agent", policy, console_url=console.url)
+    # The enrolled state moves onto a 4 MiB tmpfs mounted over state_dir in the agent's
+    # own mount namespace; from here it is reached through /proc/PID/root.
+    agent.wrapper = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+                     'cp -a "$0" "$0.seed" && mount -t tmpfs -o size=4m fgfull "$0" && '
+                     'cp -a "$0.seed/." "$0/" && exec "$@"', str(agent.state_dir))
+    with running(console):
+        assert agent.enroll(console.url, console.enroll_code()).returncode == 0
+        agent.start()
+        with running(agent):
+            wait_until(lambda: "agent ready" in agent.log.read_text(), 20, 0.05,
+                       "the agent to start its controls")
+            assert agent.proc is not None
+            inside = Path(f"/proc/{agent.proc.pid}/root{agent.state_dir}")
+            web = console.login("admin1")
+
+            def agents_page() -> str:
+                return str(web.get("/agents").text)
+
+            filler = _fill(inside)
+            copied = []
+            for i in range(30):
+                (media / f"customers-{i}.csv").write_text("name,phone\n")
+                copied.append(str(media / f"customers-{i}.csv"))
+            page = wait_until(lambda: (lambda t: t if "degraded: disk full" in t else "")(
+                agents_page()), 20, 0.2, "the Agents page to show the journal degraded")
+            assert re.search(r"\d+ warnings/violations held in memory", page)
+            filler.unlink()
+
+            def delivered() -> set[str]:
+                return {r for r in console_paths(console) if r in copied}
+
+            wait_until(lambda: delivered() == set(copied), 30, 0.2,
+                       "every violation to reach the console")
+            wait_until(lambda: "degraded: disk full" not in agents_page(), 20, 0.2,
+                       "the Agents page to show the journal healthy again")
+            # verify runs inside the agent's mount namespace, where its state_dir is
+            res = subprocess.run(["nsenter", "-t", str(agent.proc.pid), "-m",
+                                  sys.executable, "-m", "floorguard", "verify",
+                                  "--state-dir", str(agent.state_dir)],
+                                 capture_output=True, text=True, env=base_env(), timeout=60)
+            assert res.returncode == 0 and "journal intact" in res.stdout, res.stderr
+            web.close()
+
+
+def console_paths(console: Any) -> list[str]:
+    """The paths of the files.copied events the console holds."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(console.db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT details FROM events WHERE kind = 'files.copied'")).all()
+    finally:
+        engine.dispose()
+    return [json.loads(d)["path"] for (d,) in rows]
