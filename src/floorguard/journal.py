@@ -107,6 +107,8 @@ class Entry:
     def wait(self, timeout: float | None = 10.0) -> dict[str, Any]:
         if not self.done.wait(timeout):
             raise JournalError("the journal did not store the event in time")
+        if isinstance(self.error, JournalHeld):  # not lost: the caller may tell apart
+            raise JournalHeld(f"the event is not stored yet: {self.error}")
         if self.error is not None:
             raise JournalError(f"the journal could not store the event: {self.error}")
         assert self.record is not None
@@ -198,6 +200,7 @@ class Journal:
         self._lost = _Lost()
         self._full_since: float | None = None
         self._full_error = ""
+        self._next_try = 0.0  # monotonic time of the next write attempt while full
         self._q: queue.Queue[Entry | _Task | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lockfile: Any = None
@@ -302,7 +305,7 @@ class Journal:
         while not stop:
             try:
                 # While events are held for want of space, wake up to try again.
-                first = self._q.get(timeout=self.retry_interval
+                first = self._q.get(timeout=max(self._next_try - time.monotonic(), 0.001)
                                     if self._full_since is not None else None)
             except queue.Empty:
                 self._commit([])
@@ -449,6 +452,11 @@ class Journal:
         return Entry(fields=fields, done=threading.Event())
 
     def _commit(self, batch: list[Entry]) -> None:
+        if batch and self._full_since is not None and time.monotonic() < self._next_try:
+            # Still full a moment ago: hold without trying (and re-chaining every held
+            # entry) for each new event; the writer tries again every retry_interval.
+            self._hold(batch, None)
+            return
         chained, failed = self._chain(self._held + batch)
         gap = self._gap_entry(failed)
         if gap is not None:
@@ -527,9 +535,11 @@ class Journal:
             entry.error = entry.error or JournalError("the event could not be stored")
             entry.done.set()
 
-    def _hold(self, batch: list[Entry], exc: BaseException) -> None:
+    def _hold(self, batch: list[Entry], exc: BaseException | None) -> None:
         """State_dir is full: keep the new warnings and violations in memory while the
         bound allows; count everything else for the gap declared when space returns."""
+        if exc is not None:
+            self._next_try = time.monotonic() + self.retry_interval
         if self._full_since is None:
             self._full_since = self.clock()
             self._full_error = str(exc)
