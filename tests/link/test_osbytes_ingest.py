@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from floorguard.agent.identity import agent_id as make_agent_id
 from floorguard.journal import Journal, JournalReader
@@ -102,3 +104,61 @@ def test_a_record_the_console_refuses_costs_no_neighbour_and_never_stalls_the_li
         wait_until(refused_in_heartbeat, 10, 0.1, "the heartbeat to list the refused record")
         with JournalReader(agent.state_dir) as r:  # the record itself stays at the agent
             assert [e["kind"] for e in r.records() if e["seq"] == 21] == [kinds[20]]
+
+
+_examples = st.lists(st.binary(max_size=24), min_size=1, max_size=6)
+
+
+def test_arbitrary_os_bytes_go_through_journal_link_and_ingest_unchanged(
+        tmp_path: Path, link_console: LiveConsole, store: Store) -> None:
+    """Hypothesis feeds arbitrary bytes (as os hands them over) into events; each batch
+    is shipped by the link's own ``ship`` to the live console, which must store every
+    record with the same hash and the same escaped strings, the bytes recoverable."""
+    from floorguard.agent.link import Link, make_client
+    from floorguard.config import AgentConfig
+
+    state = tmp_path / "state"
+    aid = make_agent_id(state)
+    resp = httpx.post(f"{link_console.url}/api/v1/enroll", timeout=10, json={
+        "code": link_console.enroll_code(), "agent_id": aid, "host": "pc-x", "seat": "T-01"})
+    assert resp.status_code == 200, resp.text
+    tok = resp.json()["token"]
+
+    class _Agent:  # what Link reads of its agent: config, journal and state
+        def __init__(self, journal: Journal) -> None:
+            self.config = AgentConfig(state_dir=str(state), console_url=link_console.url)
+            self.journal = journal
+            self.state: dict[str, object] = {}
+
+    with Journal(state) as journal:
+        link = Link(_Agent(journal))  # type: ignore[arg-type]
+        client = make_client(link.config)
+
+        @settings(max_examples=30, deadline=None)
+        @given(_examples)
+        def ship_one(raws: list[bytes]) -> None:
+            recs = [journal.record({
+                "agent": aid, "host": "pc-x", "seat": "T-01", "user": os.fsdecode(raw),
+                "control": "files", "kind": "files.flagged", "severity": "info",
+                "policy": "", "details": {"path": os.fsdecode(raw),
+                                          os.fsdecode(b"k" + raw): [raw]}})
+                for raw in raws]
+            acked = link.ship(client, tok, recs)
+            assert acked == recs[-1]["seq"]
+            journal.set_meta("acked_seq", str(acked))
+            held = {e["seq"]: e for e in store.events(aid)}
+            for raw, rec in zip(raws, recs, strict=True):
+                got = held[rec["seq"]]
+                assert got["hash"] == rec["hash"]
+                assert unescape(got["details"]["path"]) == raw
+                assert unescape(got["user"]) == raw
+                assert got["details"] == rec["details"]
+
+        try:
+            ship_one()
+        finally:
+            client.close()
+    with JournalReader(state) as r:
+        assert r.verify() == (None, "intact")
+    assert [e for e in store.console_events("agent.chain_broken")
+            if e["details"]["agent"] == aid] == []
