@@ -478,22 +478,20 @@ class Journal:
                             self._lost.add(e)  # declared by the gap when space returns
                     self._finish_failed(failed)
                     return
-                if len(chained) == 1:
-                    failed.append(chained[0][0])
-                    chained[0][0].error = exc
-                else:
-                    # Something in one row: store each alone, so it costs no other event.
-                    self._held, self._held_bytes = [], 0
-                    for entry, _rec, _row in chained:
-                        if entry is gap:
-                            with contextlib.suppress(Exception):
-                                self._insert(self._chain([gap])[0])
-                                self._lost = _Lost()
-                        else:
-                            self._commit_alone(entry)
-                    self._finish_failed(failed)
-                    return
-                chained = []
+                # Something in one row: store each alone, so it costs no other event;
+                # one that fails alone is declared by a gap of its own.
+                log.warning("a group commit failed; storing its events one by one",
+                            error=f"{type(exc).__name__}: {exc}", events=len(chained))
+                self._held, self._held_bytes = [], 0
+                for entry, _rec, _row in chained:
+                    if entry is gap:
+                        with contextlib.suppress(Exception):
+                            self._insert(self._chain([gap])[0])
+                            self._lost = _Lost()
+                    else:
+                        self._commit_alone(entry)
+                self._finish_failed(failed)
+                return
         for entry, rec, _row in chained:
             entry.record, entry.error = rec, None
             entry.done.set()

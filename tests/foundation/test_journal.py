@@ -449,3 +449,29 @@ def test_a_cut_tail_with_every_mark_rewritten_passes_verify_but_the_console_flag
             wait_until(lambda: (21, "rewritten") in flags(), 20, 0.1,
                        "the console to flag the rewritten seq")
     engine.dispose()
+
+
+def test_a_row_sqlite_refuses_costs_no_other_event_of_its_group_commit(tmp_path: Path
+                                                                        ) -> None:
+    """SQLite itself refusing one row (here a trigger, standing in for whatever a row can
+    meet on a damaged file) fails that event alone; the gap says what was lost."""
+    with Journal(tmp_path) as j:
+        j.record(fields("files.flagged", "info", n=-1))
+    with db(tmp_path) as conn:
+        conn.execute("CREATE TRIGGER poison BEFORE INSERT ON journal WHEN NEW.record LIKE "
+                     "'%poison%' BEGIN SELECT RAISE(ABORT, 'row refused'); END")
+    with Journal(tmp_path, group_window=0.5) as j:
+        tickets = [j.append(fields("files.flagged", "info", n=i)) for i in range(20)]
+        bad = j.append(fields("files.copied", "violation", path="/media/poison.csv"))
+        tickets += [j.append(fields("files.flagged", "info", n=i)) for i in range(20, 40)]
+        with pytest.raises(JournalError, match="row refused"):
+            bad.wait()
+        recs = [t.wait() for t in tickets]
+    assert [r["details"]["n"] for r in recs] == list(range(40))
+    with JournalReader(tmp_path) as r:
+        stored = list(r.records())
+        assert r.verify() == (None, "intact")
+    gaps = [e for e in stored if e["kind"] == "agent.gap"]
+    assert len(stored) == 1 + 40 + 1 and len(gaps) == 1
+    assert gaps[0]["details"]["severities"] == {"violation": 1}
+    assert "row refused" in gaps[0]["details"]["reason"]
