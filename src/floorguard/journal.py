@@ -5,6 +5,19 @@ A warning or violation is committed (and fsync'd: ``synchronous=FULL``) on its o
 info events are group-committed, at most ``group_window`` seconds after the first of them
 arrived. ``append`` returns a ticket whose ``wait()`` returns the stored record only once
 it is durable, so a control reports an action done only after its evidence is on disk.
+
+Every string an event carries from the OS (``details``, keys included, and ``user``,
+``seat``, ``host``) is escaped by ``osbytes.escape`` in ``append``, so bytes that are not
+UTF-8 are recorded visibly rather than failing the event. One entry that still cannot be
+stored never costs the others in its group commit: it alone fails, and a chained
+``agent.gap`` says what was lost.
+
+When ``state_dir`` is full (SQLite reports SQLITE_FULL or an I/O error), warnings and
+violations are held in memory, in order, up to ``HOLD_MAX`` entries and ``HOLD_MAX_BYTES``
+bytes, and written when space returns; info events, and whatever does not fit, are
+counted per severity and kind and declared by one chained ``agent.gap`` written first
+when space returns. ``condition()`` says ``degraded: ...`` meanwhile (the heartbeat
+carries it to the console).
 """
 
 from __future__ import annotations
@@ -23,7 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from .events import GENESIS, SEVERITIES, canonical_json, new_id, record_hash, rfc3339
+from .osbytes import escape, escape_tree
+
+log = structlog.get_logger("floorguard.journal")
+
+# What the writer holds in memory while state_dir is full (warnings and violations only).
+HOLD_MAX = 10_000
+HOLD_MAX_BYTES = 16 * 1_048_576
+# The record fields whose strings come from the OS (the rest are the agent's own).
+_OS_FIELDS = ("host", "seat", "user")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -54,6 +78,21 @@ class JournalClosed(JournalError):
     pass
 
 
+class JournalHeld(JournalError):
+    """The disk is full: the event is held in memory and written when space returns."""
+
+
+def _storage_full(exc: BaseException) -> bool:
+    """SQLite could not write for lack of space (or the device failing under it)."""
+    if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    text = str(exc)
+    return "disk is full" in text or "disk I/O error" in text
+
+
 @dataclass
 class Entry:
     """What a control hands over; the writer adds seq, id, ts, prev and hash."""
@@ -62,14 +101,49 @@ class Entry:
     done: threading.Event
     record: dict[str, Any] | None = None
     error: BaseException | None = None
+    at: float | None = None  # when it was handed over: its ts, even if written later
+    size: int = 0  # bytes of its canonical JSON, for the bound on held entries
 
     def wait(self, timeout: float | None = 10.0) -> dict[str, Any]:
         if not self.done.wait(timeout):
             raise JournalError("the journal did not store the event in time")
+        if isinstance(self.error, JournalHeld):  # not lost: the caller may tell apart
+            raise JournalHeld(f"the event is not stored yet: {self.error}")
         if self.error is not None:
             raise JournalError(f"the journal could not store the event: {self.error}")
         assert self.record is not None
         return self.record
+
+
+@dataclass
+class _Lost:
+    """Counts of the events not kept while state_dir was full, for their agent.gap."""
+
+    count: int = 0
+    severities: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
+    first: float | None = None
+    last: float | None = None
+    sample: dict[str, Any] = field(default_factory=dict)  # who: agent, host, seat, user
+
+    def add(self, entry: Entry) -> None:
+        self.count += 1
+        sev, kind = str(entry.fields.get("severity")), str(entry.fields.get("kind"))
+        self.severities[sev] = self.severities.get(sev, 0) + 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if entry.at is not None:
+            self.first = entry.at if self.first is None else min(self.first, entry.at)
+            self.last = entry.at if self.last is None else max(self.last, entry.at)
+        self.sample = {k: entry.fields.get(k) for k in ("agent", "host", "seat", "user",
+                                                         "policy")}
+
+
+def _gap_details(reason: str, severities: dict[str, int], kinds: dict[str, int]
+                 ) -> dict[str, Any]:
+    """The details every ``agent.gap`` carries: why, and what was lost by severity and
+    kind (the size cap and a full disk declare their losses the same way)."""
+    return {"reason": reason, "dropped": sum(severities.values()),
+            "severities": dict(sorted(severities.items())), "kinds": dict(sorted(kinds.items()))}
 
 
 @dataclass
@@ -108,11 +182,25 @@ class Journal:
         *,
         clock: Callable[[], float] = time.time,
         group_window: float = 0.1,
+        retry_interval: float = 1.0,
+        hold_max: int = HOLD_MAX,
+        hold_max_bytes: int = HOLD_MAX_BYTES,
     ):
         self.dir = Path(state_dir)
         self.path = self.dir / self.FILE
         self.clock = clock
         self.group_window = group_window
+        self.retry_interval = retry_interval
+        self.hold_max = hold_max
+        self.hold_max_bytes = hold_max_bytes
+        # While state_dir is full: the entries held in memory (in order), their bytes,
+        # and what could not be kept (declared by an agent.gap when space returns).
+        self._held: list[Entry] = []
+        self._held_bytes = 0
+        self._lost = _Lost()
+        self._full_since: float | None = None
+        self._full_error = ""
+        self._next_try = 0.0  # monotonic time of the next write attempt while full
         self._q: queue.Queue[Entry | _Task | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lockfile: Any = None
@@ -176,18 +264,26 @@ class Journal:
     # -- writing -----------------------------------------------------------------------
 
     def append(self, fields: dict[str, Any]) -> Entry:
-        """Queue an event. ``fields`` holds every record field but seq, id, ts, prev, hash."""
+        """Queue an event. ``fields`` holds every record field but seq, id, ts, prev, hash.
+
+        Strings from the OS are escaped here (see ``osbytes``), once for every control."""
         if fields.get("severity") not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}: {fields.get('severity')}")
+        fields = dict(fields)
+        if "details" in fields:
+            fields["details"] = escape_tree(fields["details"])
+        for key in _OS_FIELDS:
+            if isinstance(fields.get(key), str | bytes):
+                fields[key] = escape(fields[key])
         # Fail the caller, not the writer thread: a record that cannot be hashed (a set, a
-        # NaN, bytes in its details) must not stop the journal for every other control.
+        # NaN in its details) must not stop the journal for every other control.
         try:
-            canonical_json(fields)
+            size = len(canonical_json(fields).encode("utf-8"))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"the event cannot be written as JSON: {exc}") from None
         if self._thread is None or self._closed.is_set():
             raise JournalClosed("the journal is closed")
-        entry = Entry(fields=fields, done=threading.Event())
+        entry = Entry(fields=fields, done=threading.Event(), at=self.clock(), size=size)
         self._q.put(entry)
         return entry
 
@@ -195,10 +291,25 @@ class Journal:
         """Append and wait until the event is durable."""
         return self.append(fields).wait(timeout)
 
+    def condition(self) -> str:
+        """``ok``, or ``degraded: ...`` while events wait in memory for disk space."""
+        since = self._full_since
+        if since is None:
+            return "ok"
+        return (f"degraded: disk full ({self._full_error}) since {rfc3339(since)}; "
+                f"{len(self._held)} warnings/violations held in memory, "
+                f"{self._lost.count} events not kept")
+
     def _writer(self) -> None:
         stop = False
         while not stop:
-            first = self._q.get()
+            try:
+                # While events are held for want of space, wake up to try again.
+                first = self._q.get(timeout=max(self._next_try - time.monotonic(), 0.001)
+                                    if self._full_since is not None else None)
+            except queue.Empty:
+                self._commit([])
+                continue
             if first is None:
                 break
             if isinstance(first, _Task):
@@ -240,6 +351,8 @@ class Journal:
             self._commit(batch)
             if task is not None:
                 self._run_task(task)
+        if self._full_since is not None:
+            self._commit([])  # a last try: space may have come back
         self._closed.set()
         # Anything queued after close gets an error rather than silence.
         while True:
@@ -258,58 +371,195 @@ class Journal:
             task.error = exc
         task.done.set()
 
-    def _commit(self, batch: list[Entry]) -> None:
+    def _chain(self, entries: list[Entry]) -> tuple[
+            list[tuple[Entry, dict[str, Any], tuple[Any, ...]]], list[Entry]]:
+        """Chain the entries after the current head, one at a time: an entry that cannot
+        be made into a record is set aside (returned second), never failing the rest."""
         seq, prev = self.last_seq, self.last_hash
-        rows = []
-        try:
-            for entry in batch:
-                now = self.clock()
+        out: list[tuple[Entry, dict[str, Any], tuple[Any, ...]]] = []
+        bad: list[Entry] = []
+        for entry in entries:
+            try:
+                now = entry.at if entry.at is not None else self.clock()
                 rec = dict(entry.fields)
                 rec.update(id=new_id(now), seq=seq + 1, ts=rfc3339(now), prev=prev)
                 rec.setdefault("details", {})
                 rec["hash"] = record_hash(rec)
-                rows.append((rec["seq"], rec["id"], rec["ts"], rec["severity"], rec["kind"],
-                             canonical_json(rec), rec["hash"]))
-                entry.record = rec
-                seq, prev = rec["seq"], rec["hash"]
-            self._conn.execute("BEGIN IMMEDIATE")
+                text = canonical_json(rec)
+                text.encode("utf-8")  # sqlite3 would refuse it at bind time, for the batch
+            except Exception as exc:
+                entry.error = exc
+                bad.append(entry)
+                continue
+            out.append((entry, rec, (rec["seq"], rec["id"], rec["ts"], rec["severity"],
+                                     rec["kind"], text, rec["hash"])))
+            seq, prev = rec["seq"], rec["hash"]
+        return out, bad
+
+    def _insert(self, chained: list[tuple[Entry, dict[str, Any], tuple[Any, ...]]]) -> None:
+        """One transaction: the rows and the head that moves with them."""
+        last = chained[-1][1]
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
             self._conn.executemany(
                 "INSERT INTO journal (seq, id, ts, severity, kind, record, hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", [row for _e, _r, row in chained])
             # The head moves in the same transaction, so a record cut off the end of the
             # journal is as visible to ``verify`` as one cut from the middle.
             self._conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('head', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (f"{seq} {prev}",))
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"{last['seq']} {last['hash']}",))
             self._conn.execute("COMMIT")
-        except Exception as exc:  # the writer thread must outlive any one bad commit
+        except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-            for entry in batch:
-                entry.record, entry.error = None, exc
-                entry.done.set()
-            return
-        self.last_seq, self.last_hash = seq, prev
+            raise
+        self.last_seq, self.last_hash = int(last["seq"]), str(last["hash"])
         self.commits += 1
-        for entry in batch:
+
+    def _gap_entry(self, failed: list[Entry]) -> Entry | None:
+        """The chained ``agent.gap`` declaring events that could not be stored: those not
+        kept while state_dir was full, and ``failed`` (entries no record could be made of
+        or that SQLite refused)."""
+        lost = self._lost
+        if not lost.count and not failed:
+            return None
+        severities = dict(lost.severities)
+        kinds = dict(lost.kinds)
+        times = [t for t in (lost.first, lost.last) if t is not None]
+        for e in failed:
+            sev, kind = str(e.fields.get("severity")), str(e.fields.get("kind"))
+            severities[sev] = severities.get(sev, 0) + 1
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if e.at is not None:
+                times.append(e.at)
+        reasons = []
+        if lost.count:
+            reasons.append(f"state_dir was full ({self._full_error}): events not kept in "
+                           f"memory (at most {self.hold_max} warnings and violations are)")
+        if failed:
+            reasons.append("events that could not be stored: " + "; ".join(sorted(
+                {f"{type(e.error).__name__}: {e.error}"[:200] for e in failed})))
+        details = _gap_details(" and ".join(reasons), severities, kinds)
+        if times:
+            details.update(first_ts=rfc3339(min(times)), last_ts=rfc3339(max(times)))
+        sample = failed[-1].fields if failed else lost.sample
+        fields: dict[str, Any] = {k: sample.get(k) or "" for k in ("agent", "host", "seat",
+                                                                   "policy")}
+        fields.update(user=sample.get("user"), control="agent", kind="agent.gap",
+                      severity="warning", details=details)
+        return Entry(fields=fields, done=threading.Event())
+
+    def _commit(self, batch: list[Entry]) -> None:
+        if batch and self._full_since is not None and time.monotonic() < self._next_try:
+            # Still full a moment ago: hold without trying (and re-chaining every held
+            # entry) for each new event; the writer tries again every retry_interval.
+            self._hold(batch, None)
+            return
+        chained, failed = self._chain(self._held + batch)
+        gap = self._gap_entry(failed)
+        if gap is not None:
+            # Events not kept while the disk was full came before what is stored now, so
+            # their gap goes first; a gap for entries of this batch follows the batch.
+            kept = [e for e, _r, _w in chained]
+            chained, failed_again = self._chain(
+                [gap, *kept] if self._lost.count else [*kept, gap])
+            failed += failed_again
+        if chained:
+            try:
+                self._insert(chained)
+            except Exception as exc:  # the writer thread must outlive any one bad commit
+                if _storage_full(exc):
+                    bad = {id(e) for e in failed}
+                    self._hold([e for e in batch if id(e) not in bad], exc)
+                    for e in failed:
+                        if e is not gap:
+                            self._lost.add(e)  # declared by the gap when space returns
+                    self._finish_failed(failed)
+                    return
+                # Something in one row: store each alone, so it costs no other event;
+                # one that fails alone is declared by a gap of its own.
+                log.warning("a group commit failed; storing its events one by one",
+                            error=f"{type(exc).__name__}: {exc}", events=len(chained))
+                self._held, self._held_bytes = [], 0
+                for entry, _rec, _row in chained:
+                    if entry is gap:
+                        with contextlib.suppress(Exception):
+                            self._insert(self._chain([gap])[0])
+                            self._lost = _Lost()
+                    else:
+                        self._commit_alone(entry)
+                self._finish_failed(failed)
+                return
+        for entry, rec, _row in chained:
+            entry.record, entry.error = rec, None
+            entry.done.set()
+        if chained and self._full_since is not None:
+            log.warning("journal writable again; held events written",
+                        held=len(self._held), not_kept=self._lost.count,
+                        full_for_s=round(self.clock() - self._full_since, 3))
+            self._full_since, self._full_error = None, ""
+        if chained or gap is None:
+            self._held, self._held_bytes, self._lost = [], 0, _Lost()
+        self._finish_failed(failed)
+
+    def _commit_alone(self, entry: Entry) -> None:
+        """Store one entry in its own transaction; if it fails, a gap says so instead."""
+        chained, failed = self._chain([entry])
+        if chained:
+            try:
+                self._insert(chained)
+            except Exception as exc:
+                entry.error = exc
+                failed.append(entry)
+            else:
+                entry.record, entry.error = chained[0][1], None
+        if failed:
+            gap = self._gap_entry(failed)
+            g_chained, _ = self._chain([gap]) if gap is not None else ([], [])
+            if g_chained:
+                try:
+                    self._insert(g_chained)
+                except Exception as exc:
+                    log.error("could not record the gap for an event that failed",
+                              error=str(exc), kind=entry.fields.get("kind"))
+        self._finish_failed(failed)
+        entry.done.set()
+
+    def _finish_failed(self, failed: list[Entry]) -> None:
+        for entry in failed:
+            entry.record = None
+            entry.error = entry.error or JournalError("the event could not be stored")
             entry.done.set()
 
-    def _build_rows(self, batch: list[Entry]) -> tuple[int, str, list[tuple[Any, ...]]]:
-        """Chain the entries after the current head; returns (last seq, last hash, rows)."""
-        seq, prev = self.last_seq, self.last_hash
-        rows = []
+    def _hold(self, batch: list[Entry], exc: BaseException | None) -> None:
+        """State_dir is full: keep the new warnings and violations in memory while the
+        bound allows; count everything else for the gap declared when space returns."""
+        if exc is not None:
+            self._next_try = time.monotonic() + self.retry_interval
+        if self._full_since is None:
+            self._full_since = self.clock()
+            self._full_error = str(exc)
+            log.error("state_dir is full: holding warnings and violations in memory",
+                      path=str(self.path), error=str(exc), hold_max=self.hold_max)
         for entry in batch:
-            seq += 1
-            now = self.clock()
-            rec = dict(entry.fields)
-            rec.update(id=new_id(now), seq=seq, ts=rfc3339(now), prev=prev)
-            rec.setdefault("details", {})
-            rec["hash"] = record_hash(rec)
-            prev = rec["hash"]
-            entry.record = rec
-            rows.append((seq, rec["id"], rec["ts"], rec["severity"], rec["kind"],
-                         canonical_json(rec), rec["hash"]))
-        return seq, prev, rows
+            keep = (entry.fields.get("severity") != "info"
+                    and len(self._held) < self.hold_max
+                    and self._held_bytes + entry.size <= self.hold_max_bytes)
+            if keep:
+                self._held.append(entry)
+                self._held_bytes += entry.size
+                entry.error = JournalHeld(
+                    f"{self.dir} is full: the event is held in memory and written when "
+                    "space returns")
+            else:
+                self._lost.add(entry)
+                entry.error = JournalError(
+                    f"{self.dir} is full and the event could not be kept: an agent.gap "
+                    "will count it")
+            entry.record = None
+            entry.done.set()
 
     # -- metadata (acknowledged seq, agent id) -----------------------------------------
 
@@ -424,9 +674,13 @@ class Journal:
                 out["dropped"] = len(dropped)
                 details = self._record_gaps(dropped, max_bytes)
                 entry = Entry(fields=gap_fields(details), done=threading.Event())
-                seq, prev, rows_out = self._build_rows([entry])
+                gap_rows, gap_bad = self._chain([entry])
+                if gap_bad:
+                    raise JournalError(f"cannot record the gap: {entry.error}")
+                entry.record = gap_rows[0][1]
+                seq, prev = entry.record["seq"], entry.record["hash"]
                 c.executemany("INSERT INTO journal (seq, id, ts, severity, kind, record, hash) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?)", rows_out)
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)", [r for _e, _r, r in gap_rows])
                 c.execute("INSERT INTO meta (key, value) VALUES ('head', ?) "
                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                           (f"{seq} {prev}",))
@@ -471,11 +725,13 @@ class Journal:
         kinds: dict[str, int] = {}
         for _seq, _h, kind in dropped:
             kinds[kind] = kinds.get(kind, 0) + 1
-        return {"reason": "journal size cap reached with records not yet shipped",
-                "max_mb": round(max_bytes / 1_048_576, 3), "dropped": len(dropped),
-                "first_seq": dropped[0][0], "last_seq": dropped[-1][0],
-                "ranges": [[r[0], r[1]] for r in runs[:100]],
-                "ranges_total": len(runs), "severity_dropped": "info", "kinds": kinds}
+        details = _gap_details("journal size cap reached with records not yet shipped",
+                               {"info": len(dropped)}, kinds)
+        details.update(max_mb=round(max_bytes / 1_048_576, 3),
+                       first_seq=dropped[0][0], last_seq=dropped[-1][0],
+                       ranges=[[r[0], r[1]] for r in runs[:100]], ranges_total=len(runs),
+                       severity_dropped="info")
+        return details
 
 
 class JournalReader:
@@ -584,10 +840,22 @@ class JournalReader:
         if bad is not None:
             return bad, why
         head = self.meta("head")
+        last_seq = rows[-1]["seq"] if rows else start - 1
+        last_hash = rows[-1]["hash"] if rows else prev
+        if head is None and rows:
+            # Every commit writes the head with its records (since the journal's first
+            # release), so records without one mean the head was deleted, most likely
+            # together with records after it.
+            return last_seq + 1, ("the journal's head mark is missing: records after "
+                                  f"seq {last_seq} may have been cut off")
+        # The console's acknowledgement is a second, independent mark: it never passes
+        # what the journal wrote, so a journal ending below it lost its tail.
+        acked = self.meta("acked_seq")
+        if acked is not None and acked.isdigit() and int(acked) > last_seq:
+            return last_seq + 1, (f"the console acknowledged records up to seq {acked}, "
+                                  f"but the journal ends at seq {last_seq}")
         if head is not None:
             head_seq, _, head_hash = head.partition(" ")
-            last_seq = rows[-1]["seq"] if rows else start - 1
-            last_hash = rows[-1]["hash"] if rows else prev
             if int(head_seq) > last_seq:
                 return last_seq + 1, (f"records {last_seq + 1} to {head_seq} were written "
                                       "but are missing")

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from floorguard.events import GENESIS, record_hash
-from floorguard.journal import Journal, JournalError, JournalReader
+from floorguard.events import GENESIS, record_hash, verify_chain
+from floorguard.journal import Entry, Journal, JournalError, JournalReader
+from floorguard.osbytes import unescape
 from tests.live import REPO, base_env, floorguard
 
 N = 10
@@ -290,3 +293,185 @@ def test_verify_on_something_that_is_not_a_journal(tmp_path: Path) -> None:
     rc, out = cli_verify(tmp_path)
     assert (rc, out) == (1, f"floorguard verify: {tmp_path / 'journal.db'} holds no journal "
                             "(yet)\n")
+
+
+# --- what only the prev link, the head mark or the console's copy can catch ----------------
+
+
+@pytest.mark.parametrize("pos", [3, 6])
+def test_a_middle_record_rewritten_with_its_hash_recomputed_breaks_the_next_link(
+        journal_dir: Path, pos: int) -> None:
+    """Only the prev check sees this: the rewritten record's own hash is right again, and
+    the next record's hash still matches its (unchanged) content."""
+    with db(journal_dir) as conn:
+        rec = json.loads(conn.execute("SELECT record FROM journal WHERE seq = ?",
+                                      (pos,)).fetchone()[0])
+        rec["details"] = {"n": pos, "dev": "a harmless mouse"}
+        rec["hash"] = record_hash(rec)
+        conn.execute("UPDATE journal SET record = ?, hash = ? WHERE seq = ?",
+                     (json.dumps(rec), rec["hash"], pos))
+        recs = [json.loads(t) for (t,) in conn.execute("SELECT record FROM journal "
+                                                       "ORDER BY seq")]
+    assert all(record_hash(r) == r["hash"] for r in recs)  # every record self-consistent
+    assert verify_chain(recs) == (pos + 1, "prev does not match the hash of the record "
+                                           "before it")
+    assert cli_verify(journal_dir) == (1, f"journal broken at seq {pos + 1}: prev does not "
+                                          "match the hash of the record before it\n")
+
+
+def test_a_record_relinked_to_a_made_up_prev_is_caught_at_that_seq(journal_dir: Path) -> None:
+    with db(journal_dir) as conn:
+        rec = json.loads(conn.execute("SELECT record FROM journal WHERE seq = 5").fetchone()[0])
+        rec["prev"] = "e" * 64
+        rec["hash"] = record_hash(rec)
+        conn.execute("UPDATE journal SET record = ?, hash = ? WHERE seq = 5",
+                     (json.dumps(rec), rec["hash"]))
+    rc, out = cli_verify(journal_dir)
+    assert (rc, out.split(":")[0]) == (1, "journal broken at seq 5")
+
+
+def test_cutting_the_tail_together_with_the_head_mark_is_caught(journal_dir: Path) -> None:
+    with db(journal_dir) as conn:
+        conn.execute("DELETE FROM journal WHERE seq > 7")
+        conn.execute("DELETE FROM meta WHERE key = 'head'")
+    assert cli_verify(journal_dir) == (1, "journal broken at seq 8: the journal's head mark "
+                                          "is missing: records after seq 7 may have been "
+                                          "cut off\n")
+
+
+def test_cutting_the_tail_below_the_consoles_acknowledgement_is_caught(journal_dir: Path
+                                                                       ) -> None:
+    """With the head rewritten to fit, the acknowledged seq still shows the cut."""
+    with db(journal_dir) as conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('acked_seq', '9')")
+        last = conn.execute("SELECT hash FROM journal WHERE seq = 7").fetchone()[0]
+        conn.execute("DELETE FROM journal WHERE seq > 7")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'head'", (f"7 {last}",))
+    assert cli_verify(journal_dir) == (1, "journal broken at seq 8: the console acknowledged "
+                                          "records up to seq 9, but the journal ends at seq "
+                                          "7\n")
+
+
+def test_forty_good_events_and_one_with_os_bytes_are_all_stored(tmp_path: Path) -> None:
+    """One event carrying bytes that are not UTF-8 (as os and psutil hand them over) used
+    to fail its whole group commit: 40 good + 1 bad = 0 stored."""
+    with Journal(tmp_path, group_window=0.5) as j:
+        tickets = [j.append(fields("files.flagged", "info", path=f"/home/a/Desktop/{i}.csv"))
+                   for i in range(20)]
+        odd = fields("files.copied", "info", path=os.fsdecode(b"/media/u/cust-\xff\xfe.txt"))
+        odd["user"] = os.fsdecode(b"op\xe9rateur")
+        tickets.append(j.append(odd))
+        tickets += [j.append(fields("files.flagged", "info", path=f"/tmp/{i}.csv"))
+                    for i in range(20)]
+        recs = [t.wait() for t in tickets]
+        assert j.commits == 1
+    assert [r["seq"] for r in recs] == list(range(1, 42))
+    assert recs[20]["details"]["path"] == "/media/u/cust-\\xff\\xfe.txt"
+    assert unescape(recs[20]["details"]["path"]) == b"/media/u/cust-\xff\xfe.txt"
+    assert recs[20]["user"] == "op\\xe9rateur"
+    assert cli_verify(tmp_path) == (0, "journal intact: 41 records, chain verified\n")
+
+
+def test_an_entry_that_cannot_be_stored_costs_no_other_and_leaves_a_gap(tmp_path: Path
+                                                                        ) -> None:
+    """Past append's escape nothing should fail; if an entry still does (here one put on
+    the writer's queue directly, as a future caller skipping append could), it alone
+    fails and a chained agent.gap names what was lost."""
+    with Journal(tmp_path, group_window=0.5) as j:
+        tickets = [j.append(fields("files.flagged", "info", n=i)) for i in range(40)]
+        bad = Entry(fields=fields("files.flagged", "violation", path="\udcff"),
+                    done=threading.Event())
+        j._q.put(bad)
+        recs = [t.wait() for t in tickets]
+        with pytest.raises(JournalError, match="could not store"):
+            bad.wait()
+    with JournalReader(tmp_path) as r:
+        stored = list(r.records())
+        assert r.verify() == (None, "intact")
+    assert [x["seq"] for x in recs] == list(range(1, 41))
+    gap = stored[-1]
+    assert (len(stored), gap["kind"], gap["severity"]) == (41, "agent.gap", "warning")
+    assert gap["details"]["severities"] == {"violation": 1}
+    assert gap["details"]["kinds"] == {"files.flagged": 1}
+    assert "could not be stored" in gap["details"]["reason"]
+
+
+def test_a_cut_tail_with_every_mark_rewritten_passes_verify_but_the_console_flags_it(
+        tmp_path: Path) -> None:
+    """What the agent-side check cannot prove: whoever can write journal.db can cut its
+    tail and rewrite the head and the acknowledgement to fit, and ``verify`` then sees a
+    consistent, shorter journal. The console holds its own copy: the agent, writing on
+    from the lower seq, sends seqs it already holds with other hashes, and the console
+    flags them as rewritten."""
+    import sqlalchemy as sa
+
+    from tests.link.journal_fill import fill
+    from tests.live import AgentProcess, LiveConsole, running, wait_until
+
+    console = LiveConsole(tmp_path / "console")
+    console.workdir.mkdir(parents=True)
+    console.start()
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[floor]\nname = "3F north"\n')
+    agent = AgentProcess(tmp_path / "agent", policy, console_url=console.url)
+    engine = sa.create_engine(console.db_url)
+
+    def acked() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT max(acked_seq) FROM agents")).scalar() or 0)
+
+    def flags() -> list[tuple[int, str]]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT details FROM events WHERE agent = 'console' "
+                                        "AND kind = 'agent.chain_broken'")).all()
+        return [(json.loads(d)["from_seq"], json.loads(d)["reason"]) for (d,) in rows]
+
+    with running(console):
+        assert agent.enroll(console.url, console.enroll_code()).returncode == 0
+        fill(agent.state_dir, 30)
+        agent.start()
+        with running(agent):
+            agent.wait_for("agent.started")
+            with JournalReader(agent.state_dir) as r:
+                top = r.last_seq()
+            wait_until(lambda: acked() >= top, 20, 0.1, "the journal to arrive")
+        assert agent.stop() == 0
+        with db(agent.state_dir) as conn:
+            (h,) = conn.execute("SELECT hash FROM journal WHERE seq = 20").fetchone()
+            conn.execute("DELETE FROM journal WHERE seq > 20")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'head'", (f"20 {h}",))
+            conn.execute("UPDATE meta SET value = '20' WHERE key = 'acked_seq'")
+        assert cli_verify(agent.state_dir) == (0, "journal intact: 20 records, chain "
+                                                  "verified\n")
+        assert flags() == []
+        agent.start()
+        with running(agent):
+            wait_until(lambda: (21, "rewritten") in flags(), 20, 0.1,
+                       "the console to flag the rewritten seq")
+    engine.dispose()
+
+
+def test_a_row_sqlite_refuses_costs_no_other_event_of_its_group_commit(tmp_path: Path
+                                                                        ) -> None:
+    """SQLite itself refusing one row (here a trigger, standing in for whatever a row can
+    meet on a damaged file) fails that event alone; the gap says what was lost."""
+    with Journal(tmp_path) as j:
+        j.record(fields("files.flagged", "info", n=-1))
+    with db(tmp_path) as conn:
+        conn.execute("CREATE TRIGGER poison BEFORE INSERT ON journal WHEN NEW.record LIKE "
+                     "'%poison%' BEGIN SELECT RAISE(ABORT, 'row refused'); END")
+    with Journal(tmp_path, group_window=0.5) as j:
+        tickets = [j.append(fields("files.flagged", "info", n=i)) for i in range(20)]
+        bad = j.append(fields("files.copied", "violation", path="/media/poison.csv"))
+        tickets += [j.append(fields("files.flagged", "info", n=i)) for i in range(20, 40)]
+        with pytest.raises(JournalError, match="row refused"):
+            bad.wait()
+        recs = [t.wait() for t in tickets]
+    assert [r["details"]["n"] for r in recs] == list(range(40))
+    with JournalReader(tmp_path) as r:
+        stored = list(r.records())
+        assert r.verify() == (None, "intact")
+    gaps = [e for e in stored if e["kind"] == "agent.gap"]
+    assert len(stored) == 1 + 40 + 1 and len(gaps) == 1
+    assert gaps[0]["details"]["severities"] == {"violation": 1}
+    assert "row refused" in gaps[0]["details"]["reason"]

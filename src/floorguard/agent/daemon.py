@@ -273,6 +273,8 @@ class Agent:
             "controls": sorted(self.controls),
             "unavailable": dict(self.unavailable),
             "user": self.operator.current(),
+            # "degraded: disk full ..." while violations wait in memory for space
+            "journal": self.journal.condition(),
             **{k: v for k, v in self.state.items() if not k.startswith("_")},
         }
 

@@ -127,6 +127,7 @@ class Link:
         self.connected = False
         self.fleet = 1  # learnt from heartbeat replies
         self.drain_rate = 5000.0
+        self.refused: dict[int, str] = {}  # seq -> the console's answer (see ship)
 
     def wake(self) -> None:
         self._wake.set()
@@ -229,11 +230,63 @@ class Link:
 
     def ship(self, client: Any, token: str, records: list[dict[str, Any]],
              gaps: list[dict[str, Any]] | None = None) -> int:
+        """Post ``records``; return the console's acknowledgement.
+
+        A batch the console refuses for what one record holds (a 422 naming an event, or
+        413) is split in halves until that record is found, so every other record still
+        arrives. The refused record is left out of later batches (it stays in the journal,
+        is logged, and the heartbeat lists it under ``link_refused``); the console, seeing
+        the agent jump it twice, records the hole as ``agent.chain_broken`` and moves the
+        acknowledgement past it, so the link never stalls on it."""
+        todo = [r for r in records if r["seq"] not in self.refused]
+        if not todo:
+            return self.acked()
+        acked = self._post(client, token, todo, gaps or [])
+        return self.acked() if acked is None else acked
+
+    def _post(self, client: Any, token: str, records: list[dict[str, Any]],
+              gaps: list[dict[str, Any]]) -> int | None:
+        """One POST, split on a refusal; the highest acknowledgement heard, or None when
+        every record was refused."""
         body: dict[str, Any] = {"events": records}
         if gaps:
             body["gaps"] = gaps
         resp = client.post("/api/v1/events", json=body,
                            headers={"Authorization": f"Bearer {token}"})
-        if resp.status_code != 200:
+        if resp.status_code == 200:
+            return int(resp.json()["acked"])
+        if not _refuses_content(resp):
             raise RuntimeError(f"console answered {resp.status_code}: {resp.text[:200]}")
-        return int(resp.json()["acked"])
+        if len(records) == 1:
+            self._refuse(records[0], f"{resp.status_code}: {resp.text[:300]}")
+            return None
+        mid = len(records) // 2
+        heard = [a for a in (self._post(client, token, records[:mid], gaps),
+                             self._post(client, token, records[mid:], gaps)) if a is not None]
+        return max(heard) if heard else None
+
+    def _refuse(self, record: dict[str, Any], why: str) -> None:
+        seq = int(record["seq"])
+        self.refused[seq] = why
+        for old in sorted(self.refused)[:-100]:  # bounded; a restart learns them again
+            del self.refused[old]
+        log.error("the console refuses a journal record; it stays in the journal and the "
+                  "others are sent on", seq=seq, kind=record.get("kind"), answer=why)
+        self.agent.state["link_refused"] = {str(k): v[:200] for k, v in
+                                            sorted(self.refused.items())[-10:]}
+
+
+def _refuses_content(resp: Any) -> bool:
+    """Whether the console refused the batch for what a record holds, not for who sent
+    it or because it is down: too large, or a 422 whose detail names ``events``."""
+    if resp.status_code == 413:
+        return True
+    if resp.status_code != 422:
+        return False
+    try:
+        detail = resp.json().get("detail")
+    except ValueError:
+        return False
+    return isinstance(detail, list) and any(
+        isinstance(d, dict) and isinstance(d.get("loc"), list) and d["loc"][:1] == ["events"]
+        for d in detail)

@@ -69,6 +69,9 @@ def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
         d["unavailable"] = ", ".join(sorted((status.get("unavailable") or {}).keys()))
         d["user"] = status.get("session_user") or status.get("user") or ""
         d["locked"] = status.get("locked")
+        # The agent's own words ("degraded: disk full ...") while its journal cannot write.
+        journal = status.get("journal")
+        d["journal"] = journal[:300] if isinstance(journal, str) and journal != "ok" else ""
         out.append(d)
     return out
 
