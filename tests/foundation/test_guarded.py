@@ -188,3 +188,18 @@ def test_a_dead_thread_that_must_live_stops_the_watchdog_keepalives(
         stop.set()
         sock.close()
     assert result == [0]
+
+
+def test_a_dead_thread_its_owner_stopped_is_no_longer_missed() -> None:
+    guards = Guards()
+    stop = threading.Event()
+
+    def fails() -> None:
+        raise RuntimeError("always")
+
+    t = GuardedThread("dropped", fails, stop=stop, guards=guards, give_up=0)
+    t.start()
+    wait_until(lambda: guards.dead() == ["dropped"], 5, what="the thread given up")
+    stop.set()  # e.g. the policy no longer has the control
+    t.join(5)
+    assert guards.dead() == []

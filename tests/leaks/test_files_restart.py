@@ -5,12 +5,16 @@ reports each of them once, with its mtime."""
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from floorguard.agent.files import SEEN_FILE, SeenFiles, seen_key
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from floorguard.agent.files import SEEN_FILE, SeenFiles, seen_key, seen_state
 from floorguard.events import rfc3339
 from floorguard.journal import JournalReader
 from tests.live import AgentProcess, wait_until
@@ -154,3 +158,56 @@ def test_the_snapshot_keeps_non_utf8_names_and_refuses_a_damaged_file(tmp_path: 
     raw[-9] ^= 1
     Path(seen.path).write_bytes(bytes(raw))
     assert SeenFiles(seen.path).load() is None
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.one_of(st.binary(max_size=200),
+                     st.binary(max_size=200).map(lambda b: SeenFiles.MAGIC + b)))
+def test_any_bytes_in_the_snapshot_file_load_or_are_refused(tmp_path: Path,
+                                                            raw: bytes) -> None:
+    path = tmp_path / SEEN_FILE
+    path.write_bytes(raw)
+    loaded = SeenFiles(str(path)).load()
+    assert loaded is None or all(len(k) == len(v) == 8 for k, v in loaded.items())
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(count=st.integers(0, 30), where=st.integers(0, 10_000), bit=st.integers(0, 7))
+def test_any_flipped_bit_in_a_snapshot_is_refused(tmp_path: Path, count: int, where: int,
+                                                  bit: int) -> None:
+    seen = SeenFiles(str(tmp_path / SEEN_FILE))
+    st_ = os.stat(tmp_path)
+    for i in range(count):
+        seen.note(f"/media/f{i}", st_)
+    seen.save(force=True)
+    raw = bytearray(Path(seen.path).read_bytes())
+    assert SeenFiles(seen.path).load() is not None
+    raw[where % len(raw)] ^= 1 << bit
+    Path(seen.path).write_bytes(bytes(raw))
+    assert SeenFiles(seen.path).load() is None
+
+
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(st.binary(min_size=1, max_size=40).filter(
+    lambda b: b"/" not in b and b"\x00" not in b and b not in (b".", b"..")),
+    min_size=1, max_size=20, unique=True))
+def test_any_file_names_round_trip_through_the_snapshot(tmp_path: Path,
+                                                        names: list[bytes]) -> None:
+    folder = tmp_path / secrets.token_hex(4)
+    folder.mkdir()
+    seen = SeenFiles(str(folder / SEEN_FILE))
+    paths = []
+    for n in names:
+        p = os.path.join(os.fsencode(folder), n)
+        with open(p, "wb") as f:
+            f.write(n)
+        paths.append(os.fsdecode(p))
+        seen.note(os.fsdecode(p), os.stat(p))
+    seen.save()
+    loaded = SeenFiles(seen.path).load()
+    assert loaded is not None and len(loaded) == len(names)
+    for p in paths:
+        assert loaded[seen_key(p)] == seen_state(os.stat(p))

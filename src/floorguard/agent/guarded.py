@@ -151,6 +151,9 @@ class GuardedThread:
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._stopping() and not self._thread.is_alive():
+                # Its owner stopped it: one that had given up is no longer missed.
+                self._guards._remove(self)
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
