@@ -203,3 +203,26 @@ def test_a_dead_thread_its_owner_stopped_is_no_longer_missed() -> None:
     stop.set()  # e.g. the policy no longer has the control
     t.join(5)
     assert guards.dead() == []
+
+
+def test_a_periodic_scan_whose_interval_raises_is_restarted_and_scans_on() -> None:
+    from floorguard.agent.guarded import GUARDS
+    from floorguard.agent.periodic import Periodic
+
+    scans: list[float] = []
+    asked: list[int] = []
+
+    def interval() -> float:
+        asked.append(1)
+        if len(asked) == 1:  # a policy swapped under the loop, half-applied
+            raise AttributeError("'NoneType' object has no attribute 'scan_interval'")
+        return 0.01
+
+    before = GUARDS.restarts().get("scan-under-test", 0)
+    loop = Periodic("scan-under-test", lambda: scans.append(1), interval)
+    loop.start()
+    try:
+        wait_until(lambda: len(scans) >= 5, 10, what="scans after the failure")
+    finally:
+        loop.stop()
+    assert GUARDS.restarts()["scan-under-test"] == before + 1
