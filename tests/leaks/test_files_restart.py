@@ -211,3 +211,28 @@ def test_any_file_names_round_trip_through_the_snapshot(tmp_path: Path,
     assert loaded is not None and len(loaded) == len(names)
     for p in paths:
         assert loaded[seen_key(p)] == seen_state(os.stat(p))
+
+
+def test_a_file_that_cannot_be_recorded_does_not_cost_the_others_found_at_start(
+        tmp_path: Path) -> None:
+    media, _downloads, agent = _setup(tmp_path)
+    _start(agent)
+    try:
+        _stop(agent)
+        # Judged first (top-level files before the folder below): a name that is not
+        # UTF-8. However the journal takes it, the files after it must be reported.
+        bad = os.path.join(os.fsencode(media), b"cust-\xff\xfe.txt")
+        past = time.time() - 600  # written a while ago: judged during the walk itself
+        with open(bad, "wb") as f:
+            f.write(b"x")
+        os.utime(bad, (past, past))
+        sub = media / "STICK"
+        sub.mkdir()
+        good = [sub / f"ok{i}.txt" for i in range(5)]
+        for p in good:
+            _write(p, b"fine\n", past)
+        _start(agent)
+        wait_until(lambda: {e["details"]["path"] for e in _events(agent)}
+                   >= {str(p) for p in good}, 15, 0.05, "the files after the bad one")
+    finally:
+        agent.stop()

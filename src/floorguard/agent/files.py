@@ -610,7 +610,10 @@ class FilesControl(Control):
                         self._pending.setdefault(path, now)
                         self._found_at_start.add(path)
                     continue
-                self._judge_file(path, found="at_start")
+                try:
+                    self._judge_file(path, found="at_start")
+                except Exception:  # one file that cannot be recorded must not cost the rest
+                    log.exception("reporting a file found at start failed", path=path)
             else:
                 self._seen.note(path, st)
         self._last_seen = None
@@ -689,9 +692,9 @@ class FilesControl(Control):
             return  # gone again (a temporary file renamed away): its new name is judged
         if not stat.S_ISREG(st.st_mode):
             return
-        self._seen.note(path, st)
         key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if key in self._reported:
+            self._seen.note(path, st)
             return
         self._reported[key] = None
         while len(self._reported) > 4096:
@@ -701,15 +704,30 @@ class FilesControl(Control):
             digest, _n, st = sha256_bounded(path, limit)
         except OSError:
             return
-        self._seen.note(path, st)  # the version read is the one reported
         # The file may have changed while it was hashed (its writer still at work): what
         # is reported is what was read, and that version is not reported again when the
         # writer's close arrives.
         read_key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if read_key != key:
             if read_key in self._reported:
+                self._seen.note(path, st)
                 return
             self._reported[read_key] = None
+        try:
+            self._report(path, st, digest, exit_root, target, pattern, found)
+        except Exception:
+            # Not recorded: neither reported nor seen, so a later event, or the next
+            # start, tries again.
+            self._reported.pop(key, None)
+            self._reported.pop(read_key, None)
+            raise
+        self._seen.note(path, st)  # the version read is the one reported
+
+    def _report(self, path: str, st: os.stat_result, digest: str | None,
+                exit_root: str | None, target: str | None, pattern: str | None,
+                found: str | None) -> None:
+        lay = self._layout
+        limit = self.settings.hash_limit
         owner = user_name(st.st_uid)
         details: dict[str, Any] = {
             "path": path, "size": st.st_size, "sha256": digest, "owner": owner,
