@@ -378,3 +378,113 @@ def test_periodic_scans_run_at_background_priority() -> None:
         loop.stop()
     assert set(seen) == {BACKGROUND_NICE}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BACKGROUND_NICE
+
+
+def _wait_ready(agent: AgentProcess) -> None:
+    def ready() -> bool:
+        assert agent.proc is not None and agent.proc.poll() is None, agent.log.read_text()
+        return "agent ready" in agent.log.read_text()
+
+    wait_until(ready, 30, 0.02, "agent ready")
+
+
+def test_a_burst_of_signals_never_deadlocks_and_sigterm_still_exits_0(
+        tmp_path: Path, policy_file: Path) -> None:
+    import time
+
+    agent = AgentProcess(tmp_path / "agent", policy_file)
+    agent.start()
+    try:
+        _wait_ready(agent)
+        for _ in range(50):
+            agent.signal(signal.SIGHUP)
+        agent.wait_for("agent.policy_loaded", count=2)  # the burst still reloads
+        for _ in range(50):
+            agent.signal(signal.SIGHUP)
+        agent.signal(signal.SIGTERM)  # in the middle of reloads: stop wins
+        t0 = time.monotonic()
+        assert agent.proc.wait(20) == 0  # type: ignore[union-attr]
+        took = time.monotonic() - t0
+    finally:
+        agent.stop()
+    print(f"2 x 50 SIGHUP, then SIGTERM: exit 0 after {took:.2f}s")
+    found = kinds(agent)
+    assert found[-1] == "agent.stopped"
+    # Reloads coalesce (one per wake-up of the main loop), and at least one ran.
+    assert 2 <= found.count("agent.policy_loaded") <= 101
+
+
+def test_repeated_start_and_sigterm_never_hangs(tmp_path: Path, policy_file: Path) -> None:
+    import time
+
+    agent = AgentProcess(tmp_path / "agent", policy_file)
+    waits: list[float] = []
+    try:
+        for i in range(20):
+            agent.start()
+            _wait_ready(agent)
+            for _ in range(i % 4):  # SIGHUPs racing the SIGTERM in some rounds
+                agent.signal(signal.SIGHUP)
+            agent.signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            assert agent.proc.wait(20) == 0, agent.log.read_text()[-2000:]  # type: ignore[union-attr]
+            waits.append(time.monotonic() - t0)
+            agent.log.write_text("")  # the next round's "agent ready" is its own
+    finally:
+        agent.stop()
+    print(f"20 start/SIGTERM rounds: all exit 0, slowest stop {max(waits):.2f}s")
+    assert kinds(agent).count("agent.stopped") == 20
+
+
+def test_request_stop_from_another_thread_ends_the_agent(tmp_path: Path,
+                                                         policy_file: Path) -> None:
+    config = load_config(None, env={"FLOORGUARD_CONFIG": "/dev/null",
+                                    "FLOORGUARD_STATE_DIR": str(tmp_path / "state"),
+                                    "FLOORGUARD_POLICY": str(policy_file)})
+    agent = Agent(config)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(agent.run()))
+    thread.start()
+    agent.request_reload()
+    agent.request_stop()
+    thread.join(15)
+    assert result == [0]
+    agent.request_stop()  # after the end: a no-op, not a write to a closed pipe
+
+
+def test_signal_handlers_take_no_lock_the_interrupted_main_thread_may_hold(
+        tmp_path: Path, policy_file: Path) -> None:
+    """The deadlock, made deterministic: a handler runs on the main thread at whatever
+    point it was interrupted, e.g. inside ``Event.wait`` holding the Event's lock. Each
+    installed handler is run while that lock is held; it must return at once."""
+    assert threading.current_thread() is threading.main_thread()
+    config = load_config(None, env={"FLOORGUARD_CONFIG": "/dev/null",
+                                    "FLOORGUARD_STATE_DIR": str(tmp_path / "state"),
+                                    "FLOORGUARD_POLICY": str(policy_file)})
+    agent = Agent(config)
+    before = signal.getsignal(signal.SIGTERM)
+    returned: dict[str, bool] = {}
+
+    def probe() -> None:
+        wait_until(lambda: signal.getsignal(signal.SIGTERM) is not before, 15,
+                   what="the agent's signal handlers")
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            assert callable(handler)
+            # The stop Event's lock, as the main loop holds it inside Event.wait.
+            with agent._stop._cond:  # type: ignore[attr-defined]
+                t = threading.Thread(target=handler, args=(sig, None), daemon=True)
+                t.start()
+                t.join(1.0)
+                returned[sig.name] = not t.is_alive()
+            t.join(5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        assert agent.run() == 0
+    finally:
+        prober.join(20)
+    assert returned == {"SIGHUP": True, "SIGTERM": True}
+    assert signal.getsignal(signal.SIGTERM) is before  # handed back at the end

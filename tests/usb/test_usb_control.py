@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 
 import pytest
 
@@ -379,3 +380,16 @@ def test_a_worker_that_dies_is_recorded_and_restarted(usb: UsbHarness) -> None:
     assert second and second != first
     usb.plug(DEVICES["android_mtp"], "1-1", settle=False)
     usb.wait_event(BLOCKED, port="1-1")
+
+
+def test_a_sigterm_to_the_whole_service_leaves_the_worker_deciding(usb: UsbHarness) -> None:
+    """systemd's stop sends SIGTERM to every process of the service at once: the worker
+    must not die before the agent has ended it (by closing its input)."""
+    control = usb.start(BASELINE, worker=True)
+    pid = control.status()["worker"]
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    usb.plug(DEVICES["android_mtp"], "1-1", settle=False)
+    usb.wait_event(BLOCKED, port="1-1")
+    assert control.status()["worker"] == pid
+    assert not usb.events("agent.control_unavailable")

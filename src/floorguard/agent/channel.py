@@ -35,6 +35,7 @@ import httpx
 import structlog
 
 from .. import __version__
+from .guarded import GuardedThread
 
 if TYPE_CHECKING:
     from .daemon import Agent
@@ -217,7 +218,7 @@ class Channel:
         self.agent = agent
         self.config = agent.config
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[GuardedThread] = []
         self.rejected_hash: str | None = None
         self.session: ConsoleSession | None = None
         self.heartbeat: Heartbeat | None = None
@@ -245,8 +246,8 @@ class Channel:
         self.poller = CommandPoller(self.session, self._execute, done=self._load_done(),
                                     on_done=self._save_done)
         self._threads = [
-            threading.Thread(target=self._heartbeat_main, name="heartbeat", daemon=True),
-            threading.Thread(target=self._poller_main, name="commands", daemon=True)]
+            GuardedThread("heartbeat", self._heartbeat_main, stop=self._stop),
+            GuardedThread("commands", self._poller_main, stop=self._stop)]
         for t in self._threads:
             t.start()
 
@@ -262,11 +263,8 @@ class Channel:
 
     def _heartbeat_main(self) -> None:
         assert self.heartbeat is not None
-        try:
-            self.heartbeat.run(self._stop)
-        except Exception:
-            log.exception("the heartbeat ended")
-            return
+        # An exception out of run() reaches the guard, which restarts the heartbeat.
+        self.heartbeat.run(self._stop)
         try:
             self.heartbeat.beat("stopping", timeout=STOPPING_TIMEOUT)
         except Exception as exc:  # the console may be down: the stop is in the journal
@@ -274,10 +272,7 @@ class Channel:
 
     def _poller_main(self) -> None:
         assert self.poller is not None
-        try:
-            self.poller.run(self._stop)
-        except Exception:
-            log.exception("the command poll ended")
+        self.poller.run(self._stop)  # the guard restarts it if it raises
 
     # -- replies and commands ----------------------------------------------------------
 

@@ -1,8 +1,15 @@
 """The agent daemon: loads the policy, runs the controls, journals every decision.
 
 Lifecycle, as systemd sees it: ``READY=1`` once the controls are started, ``WATCHDOG=1``
-keep-alives while the journal writer is healthy, ``RELOADING=1`` on SIGHUP, ``STOPPING=1``
-on SIGTERM, exit 0 after ``agent.stopped`` is durable.
+keep-alives while the journal writer, the scheduler and every guarded thread that must
+live are running (see ``guarded``), ``RELOADING=1`` on SIGHUP, ``STOPPING=1`` on SIGTERM,
+exit 0 after ``agent.stopped`` is durable.
+
+Signals are only noted: the C-level handler writes the signal's number to a pipe
+(``signal.set_wakeup_fd``) and the Python handlers do nothing. The main loop reads the
+pipe and does the stop or the reload itself, so a signal can never land inside a lock the
+main thread holds (setting an Event from a handler while the main thread waits on it can
+deadlock the process).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import select
 import signal
 import socket
 import threading
@@ -27,6 +35,7 @@ from ..policy import Policy, PolicyError, parse_policy, read_policy_text
 from ..sdnotify import Notifier
 from . import CONTROLS
 from .control import Commands, Control, ControlContext, ControlUnavailable, Operator
+from .guarded import GUARDS, Guards
 
 log = structlog.get_logger("floorguard.agent")
 
@@ -34,6 +43,10 @@ LAST_GOOD = "policy.last-good.toml"
 _UNSET: Any = object()
 
 ControlFactory = Callable[[ControlContext], Control]
+
+
+def _noted(signum: int, frame: object) -> None:
+    """The Python-level signal handler: nothing. The wake-up fd carries the signal."""
 
 
 def _load_factory(name: str) -> ControlFactory:
@@ -50,8 +63,10 @@ class Agent:
         clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
         factories: dict[str, ControlFactory] | None = None,
+        guards: Guards | None = None,
     ):
         self.config = config
+        self.guards = guards if guards is not None else GUARDS
         self.clock = clock
         self.notifier = notifier or Notifier()
         self.factories = factories
@@ -65,7 +80,10 @@ class Agent:
         self.agent_id = ""
         self.host = socket.gethostname()
         self._stop = threading.Event()
-        self._reload = threading.Event()
+        # The self-pipe: signal numbers (from set_wakeup_fd, request_stop, request_reload)
+        # that the main loop acts on. Non-blocking both ways: a full pipe drops a byte
+        # rather than block a handler, and the loop drains it without waiting.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.RLock()
         self._scheduler: Any = None
         self._startup_rejection: PolicyError | None = None
@@ -275,14 +293,69 @@ class Agent:
             "user": self.operator.current(),
             # "degraded: disk full ..." while violations wait in memory for space
             "journal": self.journal.condition(),
+            **({"thread_restarts": restarts} if (restarts := self.guards.restarts()) else {}),
             **{k: v for k, v in self.state.items() if not k.startswith("_")},
         }
 
     def request_stop(self, *_: object) -> None:
-        self._stop.set()
+        """Ask the main loop to stop (safe from any thread)."""
+        self._note(signal.SIGTERM)
 
     def request_reload(self, *_: object) -> None:
-        self._reload.set()
+        """Ask the main loop to reload the policy (safe from any thread)."""
+        self._note(signal.SIGHUP)
+
+    def _note(self, sig: int) -> None:
+        if self._wake_w < 0:
+            return  # the agent has ended
+        with contextlib.suppress(OSError):  # full: a wake-up is already waiting
+            os.write(self._wake_w, bytes([sig]))
+
+    def _install_signals(self) -> Callable[[], None]:
+        """Route SIGTERM, SIGINT and SIGHUP to the self-pipe; returns how to undo it."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # only the main thread may; callers use request_*()
+        old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        # A Python handler must be installed for the wake-up byte to be written; it does
+        # nothing, on purpose.
+        old = {sig: signal.signal(sig, _noted)
+               for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+        def restore() -> None:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_fd)
+
+        return restore
+
+    def _wait_for_signals(self, timeout: float) -> tuple[bool, bool]:
+        """Wait up to ``timeout`` for the self-pipe; (stop asked, reload asked)."""
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        except InterruptedError:
+            ready = [self._wake_r]
+        if not ready:
+            return False, False
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self._wake_r, 4096):
+                data += chunk
+        stop = any(b in (signal.SIGTERM, signal.SIGINT) for b in data)
+        return stop, signal.SIGHUP in data
+
+    def missing_threads(self) -> list[str]:
+        """What must live and does not: the journal writer, the scheduler, guarded
+        threads (see ``guarded.Guards.dead``)."""
+        dead = self.guards.dead()
+        if not self.journal.healthy():
+            dead.append("journal-writer")
+        sched = self._scheduler
+        # APScheduler keeps its thread private; without one to look at, trust ``running``.
+        thread = getattr(sched, "_thread", None)
+        if sched is not None and (not sched.running
+                                  or (thread is not None and not thread.is_alive())):
+            dead.append("scheduler")
+        return dead
 
     def run(self) -> int:
         try:
@@ -291,10 +364,18 @@ class Agent:
             log.error("cannot open the journal", error=str(exc))
             return 1
         self.agent_id = self._identity()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
-            signal.signal(signal.SIGHUP, self.request_reload)
+        restore_signals = self._install_signals()
+        try:
+            return self._run()
+        finally:
+            restore_signals()
+            # A request after the end must not write to a closed (or reused) fd.
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _run(self) -> int:
         self.commands.register("reload_policy", self._command_reload)
         self.policy = self._initial_policy()
         self.compact_journal()
@@ -317,9 +398,6 @@ class Agent:
         self._scheduler.add_job(self.compact_journal, "interval", seconds=60,
                                 id="journal-retention", max_instances=1, coalesce=True)
         interval = self.notifier.watchdog_interval()
-        if interval:
-            self._scheduler.add_job(self._keepalive, "interval", seconds=interval,
-                                    id="watchdog", max_instances=1, coalesce=True)
         self._scheduler.start()
         for name, control in self.controls.items():
             self._schedule_check(name, control)
@@ -327,21 +405,32 @@ class Agent:
                              f"\nMAINPID={os.getpid()}")
         log.info("agent ready", agent=self.agent_id, seat=self.config.seat_label,
                  controls=sorted(self.controls), unavailable=sorted(self.unavailable))
-        while not self._stop.is_set():
-            self._stop.wait(0.5)
-            if self._reload.is_set():
-                self._reload.clear()
+        # The keep-alive is sent from this loop: if the loop itself is stuck, systemd
+        # hears nothing and restarts the agent, as it should.
+        next_alive = time.monotonic()
+        while True:
+            timeout = 0.5 if not interval else max(0.0, next_alive - time.monotonic())
+            stop, reload = self._wait_for_signals(min(timeout, 0.5))
+            if stop:
+                break
+            if reload:
                 self.notifier.notify("RELOADING=1")
                 self.reload()
                 self.notifier.notify("READY=1")
+            if interval and time.monotonic() >= next_alive:
+                self._keepalive()
+                next_alive = time.monotonic() + interval
+        self._stop.set()
         return self._shutdown()
 
     def _keepalive(self) -> None:
-        # Keep-alives stop when the journal writer has died, so systemd restarts us.
-        if self.journal.healthy():
+        # Keep-alives stop while something that must live is dead, so systemd restarts us.
+        dead = self.missing_threads()
+        if not dead:
             self.notifier.notify("WATCHDOG=1")
         else:
-            log.error("journal writer is not running; withholding the watchdog keep-alive")
+            log.error("withholding the watchdog keep-alive: a thread that must live is not "
+                      "running", dead=dead)
 
     def _command_reload(self, args: dict[str, Any]) -> dict[str, Any]:
         ok = self.reload(args.get("text"), args.get("source"))

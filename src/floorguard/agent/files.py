@@ -27,7 +27,19 @@ A file is judged once its writer has closed it and it has stayed untouched for 0
 a second after it appeared, when no close is seen, as for a hard link or a directory moved
 in whole); hashing happens on the control's own worker thread, never on the thread that
 receives file-system events. The same file with the same size and modification time is
-reported once. The control only observes: it never deletes or blocks a file (the USB
+reported once.
+
+**Files written while the agent was down.** The control keeps what it last saw of every
+file it watches (a digest of path, size, modification time and inode; at most
+``SEEN_LIMIT`` files) in ``STATE_DIR/files-seen.bin``, written atomically every check and
+at stop. At start it walks the removable roots and watched folders and reports every file
+that is new or changed since then as the usual ``files.copied`` / ``files.flagged`` event,
+with ``"found": "at_start"`` and the file's ``mtime``. A file seen unchanged is not
+reported again. The very first start (no such file yet) takes the files present as
+seen without reporting them. After a crash, a file reported in the last few seconds
+before it may be reported once more: evidence twice rather than never.
+
+The control only observes: it never deletes or blocks a file (the USB
 control blocks the device itself).
 """
 
@@ -41,8 +53,10 @@ import os
 import pwd
 import queue
 import stat
+import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -61,8 +75,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from ..events import rfc3339
 from ..policy import Policy
 from .control import Control, ControlContext, ControlUnavailable
+from .guarded import GUARDS, GuardedThread
 from .mounts import (
     MOUNTINFO,
     Mount,
@@ -80,6 +96,8 @@ log = structlog.get_logger("floorguard.files")
 SETTLE = 1.0  # seconds to wait for a close before judging a file anyway
 CLOSE_SETTLE = 0.2  # seconds a closed file must stay untouched before it is judged
 TREE_LIMIT = 10000  # files judged from one directory moved in whole
+SEEN_FILE = "files-seen.bin"
+SEEN_LIMIT = 200_000  # files remembered across restarts (16 bytes each on disk)
 _MAGIC = set("*?[")
 
 
@@ -163,6 +181,106 @@ def sha256_bounded(path: str, limit: int) -> tuple[str | None, int, os.stat_resu
         return h.hexdigest(), total, st
 
 
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+def seen_key(path: str) -> bytes:
+    # os.fsencode undoes the surrogateescape of a non-UTF-8 name: the digest is of the
+    # file's true bytes.
+    return _digest(os.fsencode(path))
+
+
+def seen_state(st: os.stat_result) -> bytes:
+    return _digest(struct.pack("<qqq", st.st_size, st.st_mtime_ns, st.st_ino))
+
+
+class SeenFiles:
+    """What the control last saw of each file: path digest -> state digest, bounded, kept
+    on disk as ``MAGIC``, a count, 16-byte entries and a checksum (a damaged file is
+    refused as a whole, never half-read)."""
+
+    MAGIC = b"FGSEEN1\n"
+
+    def __init__(self, path: str, limit: int = SEEN_LIMIT):
+        self.path = path
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
+        self._dirty = False
+
+    def load(self) -> dict[bytes, bytes] | None:
+        """The snapshot on disk, or None when there is none (or it is damaged)."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.error("cannot read the files seen at the last run; taking the files present "
+                      "as seen", path=self.path, error=str(exc))
+            return None
+        head = len(self.MAGIC) + 4
+        if len(raw) < head + 8 or not raw.startswith(self.MAGIC):
+            log.error("the files seen at the last run are unreadable (not a snapshot); "
+                      "taking the files present as seen", path=self.path)
+            return None
+        (count,) = struct.unpack_from("<I", raw, len(self.MAGIC))
+        body = raw[head:-8]
+        if len(body) != 16 * count or _digest(raw[:-8]) != raw[-8:]:
+            log.error("the files seen at the last run are damaged; taking the files present "
+                      "as seen", path=self.path)
+            return None
+        return {body[i:i + 8]: body[i + 8:i + 16] for i in range(0, len(body), 16)}
+
+    def note(self, path: str, st: os.stat_result) -> None:
+        key, state = seen_key(path), seen_state(st)
+        with self._lock:
+            if self._entries.get(key) == state:
+                return
+            self._entries[key] = state
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.limit:
+                self._entries.popitem(last=False)
+            self._dirty = True
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            if self._entries.pop(seen_key(path), None) is not None:
+                self._dirty = True
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def save(self, *, force: bool = False) -> None:
+        """Write the snapshot atomically (temp file, fsync, rename), if it changed."""
+        with self._lock:
+            if not (self._dirty or force):
+                return
+            parts = [self.MAGIC, struct.pack("<I", len(self._entries))]
+            parts.extend(k + v for k, v in self._entries.items())
+            self._dirty = False
+        data = b"".join(parts)
+        data += _digest(data)
+        tmp = self.path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:  # next check tries again; only the restart catch-up is stale
+            with self._lock:
+                self._dirty = True
+            log.error("cannot save the files seen", path=self.path, error=str(exc))
+
+
 def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -215,10 +333,15 @@ class FilesControl(Control):
         self._pending: dict[str, float] = {}
         self._pending_lock = threading.Lock()
         self._closed: set[str] = set()  # pending paths whose writer has closed them
+        self._found_at_start: set[str] = set()  # pending paths the start catch-up found
         self._reported: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._tasks: queue.Queue[tuple[str, str] | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._worker: GuardedThread | None = None
+        self._worker_stop = threading.Event()
         self._mount_watcher: MountWatcher | None = None
+        self._seen = SeenFiles(os.path.join(ctx.config.state_dir, SEEN_FILE))
+        self._last_seen: dict[bytes, bytes] | None = None
+        self._caught_up = False  # the start catch-up ran: the snapshot may be rewritten
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -237,9 +360,18 @@ class FilesControl(Control):
             observer.stop()
             raise ControlUnavailable(f"cannot read the mount table {self._mountinfo}: "
                                      f"{exc}") from exc
-        self._worker = threading.Thread(target=self._work, name="files-worker", daemon=True)
+        # The observer's own threads end silently if inotify breaks under them: a probe
+        # makes that a dead thread the watchdog sees.
+        GUARDS.probe("files-observer", observer.is_alive)
+        self._last_seen = self._seen.load()
+        self._caught_up = False
+        self._worker_stop.clear()
+        self._worker = GuardedThread("files-worker", self._work, stop=self._worker_stop)
         self._worker.start()
         self._sync_mounts(mounts, present_at_start=True)
+        # After the watches exist: a file written from now on is seen by inotify, one
+        # written before by this catch-up (and the same version is not reported twice).
+        self._tasks.put(("at_start", ""))
         self._mount_watcher = MountWatcher(self._mounts_changed, self._mountinfo)
         self._mount_watcher.start()
 
@@ -251,21 +383,27 @@ class FilesControl(Control):
 
     def check(self) -> None:
         """Re-read the mount table and re-expand the ``watch`` globs (a backstop for any
-        notice the kernel or inotify did not deliver)."""
+        notice the kernel or inotify did not deliver), and save the files seen."""
         self._mounts_changed()
+        if self._caught_up:  # not while the start catch-up still needs the old one
+            self._seen.save()
 
     def stop(self) -> None:
         if self._mount_watcher is not None:
             self._mount_watcher.stop()
             self._mount_watcher = None
+        GUARDS.unprobe("files-observer")
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(5)
             self._observer = None
         if self._worker is not None:
+            self._worker_stop.set()
             self._tasks.put(None)
             self._worker.join(10)
             self._worker = None
+        if self._caught_up:  # else the old snapshot stays, for the next start to compare
+            self._seen.save()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -410,17 +548,19 @@ class FilesControl(Control):
             with self._pending_lock:
                 self._pending.pop(src, None)
                 self._closed.discard(src)
+            self._seen.forget(src)
             if self._relevant(dest):
                 self._tasks.put(("file", dest))
         elif isinstance(event, FileDeletedEvent):
             with self._pending_lock:
                 self._pending.pop(src, None)
                 self._closed.discard(src)
+            self._seen.forget(src)
 
     # -- the worker: hashing and recording ---------------------------------------------
 
     def _work(self) -> None:
-        while True:
+        while True:  # until the None that stop() queues: what is queued before it is done
             with self._pending_lock:
                 timeout = CLOSE_SETTLE / 2 if self._pending else None
             try:
@@ -441,7 +581,65 @@ class FilesControl(Control):
             self._judge_tree(path)
         elif what == "relayout":
             self._relayout(catch_up=True)
+        elif what == "at_start":
+            self._catch_up()
         self._sweep()
+
+    def _catch_up(self) -> None:
+        """Report what was written while the agent was not running (module docstring)."""
+        before = self._last_seen
+        with self._lock:
+            roots = sorted(self._layout.exits | self._layout.targets)
+        now = self.ctx.clock()
+        found = changed = 0
+        for path in self._walk_relevant(roots):
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            found += 1
+            if before is None:
+                self._seen.note(path, st)  # the first run: a baseline, not a report
+            elif before.get(seen_key(path)) != seen_state(st):
+                changed += 1
+                if now - st.st_mtime < SETTLE:
+                    # Still being written, maybe: judged once quiet, like a new file.
+                    with self._pending_lock:
+                        self._pending.setdefault(path, now)
+                        self._found_at_start.add(path)
+                    continue
+                try:
+                    self._judge_file(path, found="at_start")
+                except Exception:  # one file that cannot be recorded must not cost the rest
+                    log.exception("reporting a file found at start failed", path=path)
+            else:
+                self._seen.note(path, st)
+        self._last_seen = None
+        self._caught_up = True
+        self._seen.save(force=True)
+        log.info("files written while the agent was not running checked", files=found,
+                 new_or_changed=changed, first_run=before is None)
+
+    def _walk_relevant(self, roots: list[str]) -> Iterator[str]:
+        count = 0
+        visited: set[str] = set()
+        for root in roots:
+            for folder, _dirs, names in os.walk(root):
+                if folder in visited:
+                    continue  # an exit inside a watched folder, or the other way round
+                visited.add(folder)
+                for n in names:
+                    path = os.path.join(folder, n)
+                    if not self._relevant(path):
+                        continue
+                    count += 1
+                    if count > SEEN_LIMIT:
+                        log.warning("too many files to check at start; the rest are not "
+                                    "compared with the last run", limit=SEEN_LIMIT)
+                        return
+                    yield path
 
     def _sweep(self) -> None:
         """Judge files that appeared without a close: a hard link, a file moved in from
@@ -465,7 +663,9 @@ class FilesControl(Control):
                     continue
                 del self._pending[p]
                 self._closed.discard(p)
-            self._judge_file(p)
+                at_start = p in self._found_at_start
+                self._found_at_start.discard(p)
+            self._judge_file(p, found="at_start" if at_start else None)
 
     def _judge_tree(self, root: str) -> None:
         count = 0
@@ -479,7 +679,7 @@ class FilesControl(Control):
                     log.warning("directory too large to judge whole", path=root)
                     return
 
-    def _judge_file(self, path: str) -> None:
+    def _judge_file(self, path: str, *, found: str | None = None) -> None:
         lay = self._layout
         exit_root = containing(path, lay.exits)
         target = containing(path, lay.targets)
@@ -494,6 +694,7 @@ class FilesControl(Control):
             return
         key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if key in self._reported:
+            self._seen.note(path, st)
             return
         self._reported[key] = None
         while len(self._reported) > 4096:
@@ -509,13 +710,33 @@ class FilesControl(Control):
         read_key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if read_key != key:
             if read_key in self._reported:
+                self._seen.note(path, st)
                 return
             self._reported[read_key] = None
+        try:
+            self._report(path, st, digest, exit_root, target, pattern, found)
+        except Exception:
+            # Not recorded: neither reported nor seen, so a later event, or the next
+            # start, tries again.
+            self._reported.pop(key, None)
+            self._reported.pop(read_key, None)
+            raise
+        self._seen.note(path, st)  # the version read is the one reported
+
+    def _report(self, path: str, st: os.stat_result, digest: str | None,
+                exit_root: str | None, target: str | None, pattern: str | None,
+                found: str | None) -> None:
+        lay = self._layout
+        limit = self.settings.hash_limit
         owner = user_name(st.st_uid)
         details: dict[str, Any] = {
             "path": path, "size": st.st_size, "sha256": digest, "owner": owner,
             "operator": self.ctx.operator.current(),
         }
+        if found is not None:
+            # Written while the agent was not running: when it was written is evidence too.
+            details["found"] = found
+            details["mtime"] = rfc3339(st.st_mtime)
         if digest is None:
             details["hash_skipped"] = (f"larger than hash_limit ({limit} bytes)" if limit > 0
                                        else "hash_limit is 0")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ import structlog
 
 from .. import __version__
 from ..journal import JournalReader
+from .guarded import GuardedThread
 
 if TYPE_CHECKING:
     from .daemon import Agent
@@ -114,14 +116,16 @@ def make_client(config: Any, timeout: float = 10.0) -> Any:
 
 
 class Link:
-    def __init__(self, agent: Agent, *, batch: int = BATCH, max_backoff: float = 60.0):
+    def __init__(self, agent: Agent, *, batch: int = BATCH, max_backoff: float = 60.0,
+                 reader: Callable[[Path], JournalReader] = JournalReader):
         self.agent = agent
+        self._open_reader = reader
         self.config = agent.config
         self.batch = batch
         self.max_backoff = max_backoff
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: GuardedThread | None = None
         self.client: Any = None
         self.failures = 0
         self.connected = False
@@ -145,7 +149,9 @@ class Link:
             log.error("link disabled", error=f"{type(exc).__name__}: {exc}")
             self.agent.state["link"] = f"disabled: {type(exc).__name__}: {exc}"
             return
-        self._thread = threading.Thread(target=self._run, name="link", daemon=True)
+        # Guarded: a journal read or a set_meta that raises restarts the loop (counted, with
+        # backoff) instead of ending the shipping for good.
+        self._thread = GuardedThread("link", self._run, stop=self._stop)
         self._thread.start()
 
     def stop(self, flush_timeout: float = 0.0) -> None:
@@ -158,6 +164,8 @@ class Link:
         self._stop.set()
         self._wake.set()
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self.client.close()
 
     def token(self) -> str | None:
         try:
@@ -177,7 +185,9 @@ class Link:
                            self.max_backoff)
 
     def _run(self) -> None:
-        reader = JournalReader(self.config.state_dir)
+        # One reader per run: a restart after a failure starts from a fresh connection.
+        # The client lives across restarts and is closed by stop().
+        reader = self._open_reader(Path(self.config.state_dir))
         client = self.client
         warned_token = False
         try:
@@ -225,7 +235,6 @@ class Link:
                     self.failures += 1
                     self._stop.wait(self._backoff())
         finally:
-            client.close()
             reader.close()
 
     def ship(self, client: Any, token: str, records: list[dict[str, Any]],

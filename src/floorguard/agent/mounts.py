@@ -11,12 +11,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import select
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+
+from .guarded import GuardedThread
 
 log = structlog.get_logger("floorguard.files")
 
@@ -169,14 +170,15 @@ class MountWatcher:
     def __init__(self, on_change: Callable[[], None], path: str = MOUNTINFO):
         self._on_change = on_change
         self._path = path
-        self._thread: threading.Thread | None = None
+        self._thread: GuardedThread | None = None
         self._stop_r, self._stop_w = -1, -1
         self._file: int = -1
 
     def start(self) -> None:
         self._file = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._run, name="files-mounts", daemon=True)
+        # No stop event: _run returns only when stop() writes to the pipe.
+        self._thread = GuardedThread("files-mounts", self._run)
         self._thread.start()
 
     def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""Background work: a guarded loop for controls whose pace the policy sets, and the CPU
+"""Background work: a periodic loop for controls whose pace the policy sets, and the CPU
 priority that all of the agent's periodic work runs at.
 
 The agent's scheduler runs ``Control.check`` at a fixed class-level interval; the leak
@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 
 import structlog
+
+from .guarded import GuardedThread
 
 log = structlog.get_logger("floorguard.agent")
 
@@ -49,11 +51,13 @@ class Periodic:
         self._interval = interval
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: GuardedThread | None = None
+        self._first = True
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._first = True
+        self._thread = GuardedThread(self.name, self._run, stop=self._stop)
         self._thread.start()
 
     def wake(self) -> None:
@@ -69,9 +73,10 @@ class Periodic:
 
     def _run(self) -> None:
         background_thread()
-        if self._wait_first:
+        if self._wait_first and self._first:
             self._wake.wait(max(self._interval(), 0.01))
             self._wake.clear()
+        self._first = False
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -79,7 +84,8 @@ class Periodic:
             except Exception:
                 log.exception("periodic scan failed", loop=self.name)
             # A fixed rate, not a fixed pause: a round that had to wait for the journal
-            # (a kill recorded durably) must not push every later round back.
+            # (a kill recorded durably) must not push every later round back. An
+            # interval() that raises reaches the guard, which restarts the loop.
             interval = max(self._interval(), 0.01)
             self._wake.wait(max(started + interval - time.monotonic(), 0.01))
             self._wake.clear()

@@ -62,6 +62,7 @@ from .cups import (
     IppError,
     Job,
 )
+from .guarded import GUARDS, GuardedThread
 
 log = structlog.get_logger("floorguard.print")
 
@@ -347,7 +348,7 @@ class PrintControl(Control):
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: GuardedThread | None = None
         self._observer: Any = None
         self._misconfig: list[str] | None = None
         self._misconfig_checked = -math.inf
@@ -374,7 +375,7 @@ class PrintControl(Control):
         self.ctx.commands.register("print.decide", self.decide)
         self.reconcile()
         self._start_watch()
-        self._thread = threading.Thread(target=self._run, name="print", daemon=True)
+        self._thread = GuardedThread("print", self._run, stop=self._stop)
         self._thread.start()
 
     def apply_policy(self, policy: Policy) -> None:
@@ -391,6 +392,7 @@ class PrintControl(Control):
         self.ctx.commands.unregister("print.decide")
         self._stop.set()
         self._wake.set()
+        GUARDS.unprobe("print-spool-observer")
         if self._observer is not None:
             with contextlib.suppress(Exception):
                 self._observer.stop()
@@ -441,6 +443,7 @@ class PrintControl(Control):
             return
         self._observer = observer
         self.watching = True
+        GUARDS.probe("print-spool-observer", observer.is_alive)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -57,6 +57,7 @@ import os
 import queue
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -71,6 +72,7 @@ from ..journal import JournalError
 from ..policy import Policy, UsbDeviceRule
 from .control import Control, ControlContext, ControlUnavailable
 from .desktop import notify_user
+from .guarded import GUARDS, GuardedThread
 from .usbdesc import (
     Decision,
     DescriptorError,
@@ -227,8 +229,8 @@ class UsbDecider(Control):
         self._lock = threading.RLock()
         self._evidence: queue.Queue[Any] = queue.Queue()
         self._monitor: Any = None
-        self._thread: threading.Thread | None = None
-        self._writer: threading.Thread | None = None
+        self._thread: GuardedThread | None = None
+        self._writer: GuardedThread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._stopping = threading.Event()
         self.decisions = 0
@@ -250,8 +252,8 @@ class UsbDecider(Control):
         # hand-over; everything else when a decider runs inside the agent) sit between a
         # uevent and its decision.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        self._writer = threading.Thread(target=self._evidence_loop, name="usb-evidence",
-                                        daemon=True)
+        self._writer = GuardedThread("usb-evidence", self._evidence_loop,
+                                     stop=self._stopping)
         self._writer.start()
         try:
             # Listen before looking: a device plugged while the present ones are judged
@@ -261,8 +263,8 @@ class UsbDecider(Control):
             self._deny_by_default()
             self._reconcile(present=True, changes_only=False)
             self._wake_r, self._wake_w = os.pipe()
-            self._thread = threading.Thread(target=self._monitor_loop, name="usb-monitor",
-                                            daemon=True)
+            self._thread = GuardedThread("usb-monitor", self._monitor_loop,
+                                         stop=self._stopping)
             self._thread.start()
         except BaseException:
             self.stop()  # no half-started threads; the kernel defaults stay deny
@@ -784,7 +786,7 @@ class UsbControl(Control):
         super().__init__(ctx)
         self.notify: Notify = notify or notify_user
         self._proc: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
+        self._reader: GuardedThread | None = None
         self._send_lock = threading.Lock()
         self._started = threading.Event()
         self._start_error: str | None = None
@@ -852,8 +854,9 @@ class UsbControl(Control):
         proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, bufsize=1)
         self._proc = proc
-        self._reader = threading.Thread(target=self._read_loop, args=(proc,),
-                                        name="usb-worker-reader", daemon=True)
+        # No stop event: the reader ends when the worker's output does. One that raises
+        # (an undecodable line) reads on from where it was.
+        self._reader = GuardedThread("usb-worker-reader", lambda: self._read_loop(proc))
         self._reader.start()
         config = self.ctx.config
         self._send({"op": "start", "config": {"sysfs_root": config.sysfs_root,
@@ -965,7 +968,13 @@ def worker_main() -> int:
         send({"event": [kind, severity, details]})
         return None
 
+    # The agent ends the worker by closing its input; a SIGTERM or SIGINT sent to the
+    # whole service (systemd's stop, a Ctrl-C) must not end it before it has handed
+    # over its last decisions, so they are ignored (no handler runs in this process).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     decider: UsbDecider | None = None
+    code = 0
     for line in sys.stdin:
         msg = json.loads(line)
         op = msg.get("op")
@@ -995,13 +1004,23 @@ def worker_main() -> int:
         elif op == "policy":
             decider.apply_policy(_policy_from_message(msg))
         elif op == "check":
+            dead = GUARDS.dead()
+            if dead:
+                # A thread that must live is gone: end, and the agent's next check
+                # starts a fresh worker (the gap is recorded there).
+                log.error("a USB worker thread that must live is not running; ending the "
+                          "worker", dead=dead)
+                code = 1
+                break
             decider.check()
-            send({"status": decider.status()})
+            restarts = GUARDS.restarts()
+            send({"status": {**decider.status(),
+                             **({"thread_restarts": restarts} if restarts else {})}})
         elif op == "stop":
             break
     if decider is not None:
         decider.stop()  # hands over every decision before the worker ends
-    return 0
+    return code
 
 
 if __name__ == "__main__":
