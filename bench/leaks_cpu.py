@@ -41,7 +41,7 @@ from pathlib import Path
 import psutil
 from tests.live import AgentProcess, base_env, wait_until
 
-from floorguard.agent.processes import read_last_pid
+from floorguard.agent.controls.processes.control import read_last_pid
 from floorguard.policy import parse_duration
 
 CONNECTIONS = """\

@@ -1,7 +1,7 @@
 """A fleet of simulated agents against one console on SQLite: heartbeats and long-polls.
 
 Runs the agent's real channel classes (``ConsoleSession``, ``Heartbeat``,
-``CommandPoller`` from ``floorguard.agent.channel``), many per process, each agent with
+``CommandPoller`` from ``floorguard.agent.link.channel``), many per process, each agent with
 its own client and its own heartbeat and command-poll threads as in the agent, against
 ``floorguard console`` in its own process. Commands are queued two ways: through the SV's
 "lock this seat now" button (the console process wakes the long-poll at once) and
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "src"))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
-from floorguard.agent.channel import CommandPoller, ConsoleSession, Heartbeat  # noqa: E402
+from floorguard.agent.link.channel import CommandPoller, ConsoleSession, Heartbeat  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from tests.live import AgentProcess, LiveConsole, floorguard, wait_until
 from tests.print.cupsd import Cupsd
 
-from floorguard.agent.cups import COMPLETED, Cups
+from floorguard.agent.adapters.cups import COMPLETED, Cups
 from floorguard.console.commands import commands
 from floorguard.console.db import open_store
 

@@ -152,10 +152,10 @@ def serve_agent(workdir: Path, busy: bool) -> None:
 
     import structlog
 
-    from floorguard.agent.control import Control
+    from floorguard.agent.controls.base import Control
+    from floorguard.agent.controls.usb.control import UsbControl
     from floorguard.agent.daemon import Agent
     from floorguard.agent.periodic import Periodic
-    from floorguard.agent.usb import UsbControl
     from floorguard.config import AgentConfig
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

@@ -11,18 +11,18 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from floorguard import __version__
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from .agent import keep_out_unused_imports
+    from floorguard.agent import keep_out_unused_imports
 
     keep_out_unused_imports()
-    from .agent.daemon import Agent
-    from .config import ConfigError, load_config
-    from .logconfig import configure
+    from floorguard.agent.daemon import Agent
+    from floorguard.config import ConfigError, load_config
+    from floorguard.logconfig import configure
 
     try:
         config = load_config(args.config)
@@ -34,11 +34,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .policy import PolicyError, load_policy, policy_files
+    from floorguard.policy import PolicyError, load_policy, policy_files
 
     paths = args.paths
     if not paths:
-        from .config import ConfigError, load_config
+        from floorguard.config import ConfigError, load_config
 
         try:
             paths = [load_config().policy]
@@ -65,14 +65,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _state_dir(args: argparse.Namespace) -> str:
     if args.state_dir:
         return str(args.state_dir)
-    from .config import load_config
+    from floorguard.config import load_config
 
     return load_config().state_dir
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    from .events import parse_time, rfc3339
-    from .journal import JournalError, JournalReader
+    from floorguard.events import parse_time, rfc3339
+    from floorguard.journal import JournalError, JournalReader
 
     since = None
     if args.since:
@@ -99,7 +99,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .journal import JournalError, JournalReader
+    from floorguard.journal import JournalError, JournalReader
 
     try:
         reader = JournalReader(_state_dir(args))
@@ -117,25 +117,25 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_console(args: argparse.Namespace) -> int:
-    from .console.cli import run_console_command
+    from floorguard.console.cli import run_console_command
 
     return run_console_command(args)
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
-    from .agent.enroll import enroll_command
+    from floorguard.agent.link.enroll import enroll_command
 
     return enroll_command(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .console.reports.cli import report_command
+    from floorguard.console.reports.cli import report_command
 
     return report_command(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo_command
+    from floorguard.demo import demo_command
 
     return demo_command(args)
 
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--state-dir", help="agent state directory (default from agent.toml)")
     v.set_defaults(func=_cmd_verify)
 
-    from .console.cli import add_console_parser
+    from floorguard.console.cli import add_console_parser
 
     add_console_parser(sub, _cmd_console)
 

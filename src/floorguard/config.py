@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .policy import Locator, PolicyError, parse_duration, read_toml
+from floorguard.policy import Locator, PolicyError, parse_duration, read_toml
 
 DEFAULT_CONFIG = "/etc/floorguard/agent.toml"
 
@@ -130,7 +130,7 @@ def _check(name: str, value: Any, where: str) -> None:
             raise ConfigError(f"{where}: '{name}' must be between {low} and {high}, "
                               f"not {value}")
     elif name == "controls":
-        from .agent import CONTROLS  # a plain table: imports no control code
+        from floorguard.agent import CONTROLS  # a plain table: imports no control code
 
         for control in value:
             if control not in CONTROLS:

@@ -38,8 +38,8 @@ from typing import Any
 
 import structlog
 
-from .events import GENESIS, SEVERITIES, canonical_json, new_id, record_hash, rfc3339
-from .osbytes import escape, escape_tree
+from floorguard.events import GENESIS, SEVERITIES, canonical_json, new_id, record_hash, rfc3339
+from floorguard.osbytes import escape, escape_tree
 
 log = structlog.get_logger("floorguard.journal")
 
@@ -816,7 +816,7 @@ class JournalReader:
             self._conn.execute("ROLLBACK")
 
     def _verify(self) -> tuple[int | None, str]:
-        from .events import verify_chain
+        from floorguard.events import verify_chain
 
         base = self.meta("base_seq")
         start = int(base) + 1 if base else 1

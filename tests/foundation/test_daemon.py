@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from floorguard.agent.control import Control, ControlUnavailable
+from floorguard.agent.controls.base import Control, ControlUnavailable
 from floorguard.agent.daemon import Agent
 from floorguard.agent.periodic import BACKGROUND_NICE, Periodic
 from floorguard.config import ConfigError, load_config

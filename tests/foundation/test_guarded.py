@@ -17,7 +17,7 @@ import pytest
 
 from floorguard.agent.daemon import Agent
 from floorguard.agent.guarded import Backoff, GuardedThread, Guards
-from floorguard.agent.link import Link
+from floorguard.agent.link.shipper import Link
 from floorguard.config import load_config
 from floorguard.journal import JournalReader
 from floorguard.sdnotify import Notifier

@@ -333,7 +333,7 @@ class Rig:
         self.control: Any = None
 
     def start(self, idle_table: str) -> Any:
-        from floorguard.agent.idle import IdleControl
+        from floorguard.agent.controls.idle.control import IdleControl
         from floorguard.policy import parse_policy
 
         self.agent.policy = parse_policy("[idle]\n" + idle_table, "policy.toml")

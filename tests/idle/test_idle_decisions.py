@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from floorguard.agent.idle import (
+from floorguard.agent.adapters.logind import Inhibitor
+from floorguard.agent.controls.idle.control import (
     IdleLimits,
     affected_by,
     hint_is_stale,
@@ -12,7 +13,6 @@ from floorguard.agent.idle import (
     lock_doors,
     x_input_between,
 )
-from floorguard.agent.logind import Inhibitor
 from floorguard.policy import PolicyError, parse_policy
 
 

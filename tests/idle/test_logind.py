@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from floorguard.agent.logind import Logind, LogindError, Signal, session_id_from_path
+from floorguard.agent.adapters.logind import Logind, LogindError, Signal, session_id_from_path
 from tests.idle.conftest import LogindMock
 from tests.live import wait_until
 

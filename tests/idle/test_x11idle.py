@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from floorguard.agent.x11idle import (
+from floorguard.agent.adapters.x11 import (
     X11Error,
     X11Idle,
     display_number,
@@ -145,7 +145,7 @@ def test_missing_x_libraries_are_named_with_their_package(
         monkeypatch: pytest.MonkeyPatch, xvfb: Xserver) -> None:
     import ctypes.util
 
-    from floorguard.agent import x11idle
+    from floorguard.agent.adapters import x11 as x11idle
 
     real = ctypes.util.find_library
     monkeypatch.setattr(x11idle, "_lib", None)  # load afresh, then put the real one back

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from floorguard.agent.control import Control, ControlContext
+from floorguard.agent.controls.base import Control, ControlContext
 from floorguard.agent.daemon import Agent
 from floorguard.config import AgentConfig
 from floorguard.journal import JournalReader

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from floorguard.agent.files import containing, flag_match, glob_scaffold
-from floorguard.agent.mounts import Mount, judge_mount, mount_class, parse_mountinfo
-from floorguard.agent.network import (
+from floorguard.agent.adapters.mountinfo import Mount, judge_mount, mount_class, parse_mountinfo
+from floorguard.agent.controls.files.control import containing, flag_match, glob_scaffold
+from floorguard.agent.controls.network.control import (
     egress_allowed,
     interface_allowed,
     outbound,
     parse_proc_net_tcp,
 )
-from floorguard.agent.processes import ProcessRules, forbidden, scan_plan
+from floorguard.agent.controls.processes.control import ProcessRules, forbidden, scan_plan
 from floorguard.policy import EgressRule, PolicyError, load_policy, parse_policy
 
 MOUNTINFO = """\

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from floorguard.agent.files import FilesControl
+from floorguard.agent.controls.files.control import FilesControl
 from tests.leaks.conftest import Harness
 
 

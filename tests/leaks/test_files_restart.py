@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from floorguard.agent.files import SEEN_FILE, SeenFiles, seen_key, seen_state
+from floorguard.agent.controls.files.control import SEEN_FILE, SeenFiles, seen_key, seen_state
 from floorguard.events import rfc3339
 from floorguard.journal import JournalReader
 from tests.live import AgentProcess, wait_until

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from floorguard.agent.files import FilesControl
-from floorguard.agent.processes import ProcessesControl
+from floorguard.agent.controls.files.control import FilesControl
+from floorguard.agent.controls.processes.control import ProcessesControl
 from floorguard.journal import JournalReader
 from floorguard.osbytes import escape, unescape
 from tests.leaks.conftest import Harness, unique_program

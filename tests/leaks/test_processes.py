@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from floorguard.agent.processes import ProcessesControl, protected_pids
+from floorguard.agent.controls.processes.control import ProcessesControl, protected_pids
 from tests.leaks.conftest import Harness, unique_program
 from tests.live import wait_until
 

@@ -114,7 +114,7 @@ def test_arbitrary_os_bytes_go_through_journal_link_and_ingest_unchanged(
     """Hypothesis feeds arbitrary bytes (as os hands them over) into events; each batch
     is shipped by the link's own ``ship`` to the live console, which must store every
     record with the same hash and the same escaped strings, the bytes recoverable."""
-    from floorguard.agent.link import Link, make_client
+    from floorguard.agent.link.shipper import Link, make_client
     from floorguard.config import AgentConfig
 
     state = tmp_path / "state"

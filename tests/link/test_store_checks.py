@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from floorguard.agent.link import MAX_DRAIN_WINDOW, retry_delay
+from floorguard.agent.link.shipper import MAX_DRAIN_WINDOW, retry_delay
 from floorguard.console import presence
 from floorguard.console.chain import chain_breaks, check_batch
 from floorguard.console.console_events import CONSOLE_AGENT, record_console_event

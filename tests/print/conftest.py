@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from floorguard.agent.control import Commands, ControlContext, Operator
-from floorguard.agent.cups import Cups
-from floorguard.agent.printing import PrintControl
+from floorguard.agent.adapters.cups import Cups
+from floorguard.agent.controls.base import Commands, ControlContext, Operator
+from floorguard.agent.controls.print.control import PrintControl
 from floorguard.config import AgentConfig
 from floorguard.policy import parse_policy
 from tests.live import AgentProcess, LiveConsole, wait_until

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from floorguard.agent.cups import COMPLETED
+from floorguard.agent.adapters.cups import COMPLETED
 from tests.live import PASSWORD, LiveConsole, wait_until
 from tests.print.conftest import job_state
 from tests.print.cupsd import Cupsd, printed

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from floorguard.agent.printing import describe_document
+from floorguard.agent.controls.print.control import describe_document
 from floorguard.console import commands
 from floorguard.console.db import open_store
 from floorguard.console.printing import print_jobs

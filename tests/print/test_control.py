@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from floorguard.agent.cups import CANCELED, COMPLETED, HELD, Cups
+from floorguard.agent.adapters.cups import CANCELED, COMPLETED, HELD, Cups
 from tests.live import wait_until
 from tests.print.cupsd import STOCK_POLICY, Cupsd, printed
 
@@ -373,7 +373,7 @@ def test_a_corrupt_state_file_is_set_aside_and_nothing_is_released(
 
 
 def test_document_tools_run_without_privileges() -> None:
-    from floorguard.agent import printing
+    from floorguard.agent.controls.print import control as printing
 
     cmd = printing._sandboxed(["pdfinfo", "-"])
     assert cmd[-2:] == ["pdfinfo", "-"]

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from floorguard.agent.cups import CANCELED, COMPLETED, HELD
+from floorguard.agent.adapters.cups import CANCELED, COMPLETED, HELD
 from tests.live import LiveConsole, wait_until
 from tests.print.conftest import job_state
 from tests.print.cupsd import Cupsd, printed

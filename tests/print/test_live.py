@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from floorguard.agent.cups import CANCELED, HELD, Cups
+from floorguard.agent.adapters.cups import CANCELED, HELD, Cups
 from tests.live import LiveConsole
 from tests.print.conftest import job_state
 from tests.print.cupsd import Cupsd, printed

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from floorguard.agent import cups
-from floorguard.agent.cups import IppError, decode_response, encode_request, job_from_attrs
-from floorguard.agent.printing import (
+from floorguard.agent.adapters import cups
+from floorguard.agent.adapters.cups import IppError, decode_response, encode_request, job_from_attrs
+from floorguard.agent.controls.print.control import (
     PrintRules,
     auto_release,
     cupsd_policy_problems,

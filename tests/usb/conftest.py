@@ -228,7 +228,7 @@ class UsbHarness:
         self.control: Any = None
 
     def start(self, policy_text: str, worker: bool = False) -> Any:
-        from floorguard.agent.usb import UsbControl, UsbDecider
+        from floorguard.agent.controls.usb.control import UsbControl, UsbDecider
         from floorguard.policy import parse_policy
 
         policy = parse_policy(policy_text, str(self.tmp_path / "policy.toml"))

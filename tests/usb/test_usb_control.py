@@ -348,7 +348,7 @@ def test_the_agent_runs_decisions_in_a_worker_process(usb: UsbHarness) -> None:
         pid = int(f.read())
     assert pid != os.getpid() and pid == control.status()["worker"]
     with open(f"/proc/{pid}/cmdline", "rb") as f:
-        assert b"floorguard.agent.usb import worker_main" in f.read()
+        assert b"floorguard.agent.controls.usb.control import worker_main" in f.read()
     stick = usb.plug(FLASH_DRIVE, "1-1", settle=False)
     head = usb.plug(HEADSET, "1-2", devnum=6, settle=False)
     (blocked,) = usb.wait_event(BLOCKED, port="1-1")

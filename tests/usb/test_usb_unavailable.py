@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from floorguard.agent.control import Commands, ControlContext, ControlUnavailable, Operator
-from floorguard.agent.usb import UsbControl
+from floorguard.agent.controls.base import Commands, ControlContext, ControlUnavailable, Operator
+from floorguard.agent.controls.usb.control import UsbControl
 from floorguard.config import AgentConfig
 from floorguard.policy import parse_policy
 

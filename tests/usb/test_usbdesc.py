@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from floorguard.agent.usbdesc import (
+from floorguard.agent.controls.usb.rules import (
     DescriptorError,
     Identity,
     UsbRules,

@@ -33,10 +33,10 @@ def keep_out_unused_imports() -> None:
 
 # control name -> "module:Class"; the policy table of the same name enables it.
 CONTROLS: dict[str, str] = {
-    "usb": "floorguard.agent.usb:UsbControl",
-    "idle": "floorguard.agent.idle:IdleControl",
-    "files": "floorguard.agent.files:FilesControl",
-    "processes": "floorguard.agent.processes:ProcessesControl",
-    "network": "floorguard.agent.network:NetworkControl",
-    "print": "floorguard.agent.printing:PrintControl",
+    "usb": "floorguard.agent.controls.usb.control:UsbControl",
+    "idle": "floorguard.agent.controls.idle.control:IdleControl",
+    "files": "floorguard.agent.controls.files.control:FilesControl",
+    "processes": "floorguard.agent.controls.processes.control:ProcessesControl",
+    "network": "floorguard.agent.controls.network.control:NetworkControl",
+    "print": "floorguard.agent.controls.print.control:PrintControl",
 }

@@ -28,14 +28,20 @@ from typing import Any
 
 import structlog
 
-from .. import __version__
-from ..config import AgentConfig
-from ..journal import Journal, JournalError
-from ..policy import Policy, PolicyError, parse_policy, read_policy_text
-from ..sdnotify import Notifier
-from . import CONTROLS
-from .control import Commands, Control, ControlContext, ControlUnavailable, Operator
-from .guarded import GUARDS, Guards
+from floorguard import __version__
+from floorguard.agent import CONTROLS
+from floorguard.agent.controls.base import (
+    Commands,
+    Control,
+    ControlContext,
+    ControlUnavailable,
+    Operator,
+)
+from floorguard.agent.guarded import GUARDS, Guards
+from floorguard.config import AgentConfig
+from floorguard.journal import Journal, JournalError
+from floorguard.policy import Policy, PolicyError, parse_policy, read_policy_text
+from floorguard.sdnotify import Notifier
 
 log = structlog.get_logger("floorguard.agent")
 
@@ -279,7 +285,7 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------------
 
     def _identity(self) -> str:
-        from .identity import agent_id
+        from floorguard.agent.identity import agent_id
 
         return agent_id(self.config.state_dir)
 
@@ -440,12 +446,12 @@ class Agent:
         if not self.config.console_url:
             log.info("no console_url: events stay in the local journal")
             return
-        from .link import Link
+        from floorguard.agent.link.shipper import Link
 
         self.link = Link(self, max_backoff=self.config.link_max_backoff)
         self.link.start()
         if self.link._thread is not None:  # the URL passed the link's checks
-            from .channel import Channel
+            from floorguard.agent.link.channel import Channel
 
             self.channel = Channel(self)
             self.channel.start()
@@ -454,7 +460,7 @@ class Agent:
         """Keep the journal within ``journal_max_mb`` / ``journal_max_days`` (see
         ``Journal.compact``): acknowledged records go first, then unshipped info records
         with a chained ``agent.gap``; warnings and violations are never dropped."""
-        from .link import ACKED
+        from floorguard.agent.link.shipper import ACKED
 
         acked = int(self.journal.get_meta(ACKED) or 0)
 

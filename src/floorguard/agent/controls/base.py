@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from ..config import AgentConfig
-from ..policy import Policy
+from floorguard.config import AgentConfig
+from floorguard.policy import Policy
 
 
 class ControlUnavailable(Exception):

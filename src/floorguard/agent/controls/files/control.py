@@ -75,11 +75,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from ..events import rfc3339
-from ..policy import Policy
-from .control import Control, ControlContext, ControlUnavailable
-from .guarded import GUARDS, GuardedThread
-from .mounts import (
+from floorguard.agent.adapters.mountinfo import (
     MOUNTINFO,
     Mount,
     MountWatcher,
@@ -90,6 +86,10 @@ from .mounts import (
     read_mounts,
     under,
 )
+from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
+from floorguard.agent.guarded import GUARDS, GuardedThread
+from floorguard.events import rfc3339
+from floorguard.policy import Policy
 
 log = structlog.get_logger("floorguard.files")
 

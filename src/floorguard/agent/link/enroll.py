@@ -12,14 +12,14 @@ import socket
 import sys
 from pathlib import Path
 
-from ..config import ConfigError, load_config
-from .identity import agent_id
+from floorguard.agent.identity import agent_id
+from floorguard.config import ConfigError, load_config
 
 
 def enroll_command(args: argparse.Namespace) -> int:
     import httpx
 
-    from .link import LinkConfigError, check_url
+    from floorguard.agent.link.shipper import LinkConfigError, check_url
 
     try:
         config = load_config(args.config)
@@ -33,7 +33,7 @@ def enroll_command(args: argparse.Namespace) -> int:
         print(f"floorguard enroll: {exc}", file=sys.stderr)
         return 2
     ident = agent_id(config.state_dir)
-    from .link import system_trust
+    from floorguard.agent.link.shipper import system_trust
 
     ca = args.ca_file or config.ca_file
     if ca:

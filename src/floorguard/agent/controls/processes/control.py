@@ -38,11 +38,11 @@ from typing import Any, ClassVar
 import psutil
 import structlog
 
-from ..events import rfc3339
-from ..policy import Policy
-from .control import Control, ControlContext
-from .desktop import notify_user
-from .periodic import Periodic
+from floorguard.agent.adapters.desktop import notify_user
+from floorguard.agent.controls.base import Control, ControlContext
+from floorguard.agent.periodic import Periodic
+from floorguard.events import rfc3339
+from floorguard.policy import Policy
 
 log = structlog.get_logger("floorguard.processes")
 

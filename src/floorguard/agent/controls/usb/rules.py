@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..policy import UsbDeviceRule, parse_usb_pattern
+from floorguard.policy import UsbDeviceRule, parse_usb_pattern
 
 __all__ = [
     "Configuration",

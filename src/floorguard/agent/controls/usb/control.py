@@ -68,12 +68,9 @@ from typing import Any
 
 import structlog
 
-from ..journal import JournalError
-from ..policy import Policy, UsbDeviceRule
-from .control import Control, ControlContext, ControlUnavailable
-from .desktop import notify_user
-from .guarded import GUARDS, GuardedThread
-from .usbdesc import (
+from floorguard.agent.adapters.desktop import notify_user
+from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
+from floorguard.agent.controls.usb.rules import (
     Decision,
     DescriptorError,
     Descriptors,
@@ -85,6 +82,9 @@ from .usbdesc import (
     parse_descriptors,
     recognize,
 )
+from floorguard.agent.guarded import GUARDS, GuardedThread
+from floorguard.journal import JournalError
+from floorguard.policy import Policy, UsbDeviceRule
 
 log = structlog.get_logger("floorguard.usb")
 
@@ -770,7 +770,7 @@ def _hex(text: str | None) -> int:
 class UsbControl(Control):
     """USB control (policy table ``[usb]``; see the module docstring for what it does).
 
-    The decisions run in a worker process of their own (``floorguard.agent.usb``'s
+    The decisions run in a worker process of their own (``floorguard.agent.controls.usb.control``'s
     ``worker_main``), so that nothing else the agent does (process scans, reports,
     the journal) competes with them for the interpreter lock between a uevent and its
     ``authorized`` write. The worker sends every decision back as an event; this side
@@ -846,11 +846,12 @@ class UsbControl(Control):
         # The worker imports this very package (wherever it is installed) and inherits
         # the process environment untouched; stdout carries the protocol, stderr is the
         # agent's log stream.
-        root = str(Path(__file__).resolve().parents[2])
+        root = str(Path(__file__).resolve().parents[4])
         code = (f"import sys; sys.path.insert(0, {root!r}); "
                 "from floorguard.agent import keep_out_unused_imports; "
                 "keep_out_unused_imports(); "
-                "from floorguard.agent.usb import worker_main; sys.exit(worker_main())")
+                "from floorguard.agent.controls.usb.control import worker_main; "
+                "sys.exit(worker_main())")
         proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, bufsize=1)
         self._proc = proc
@@ -949,9 +950,9 @@ def _policy_from_message(msg: dict[str, Any]) -> Policy:
 
 def worker_main() -> int:
     """The USB worker: runs a UsbDecider and speaks JSON lines with the agent."""
-    from ..config import AgentConfig
-    from ..logconfig import configure
-    from .control import Commands, Operator
+    from floorguard.agent.controls.base import Commands, Operator
+    from floorguard.config import AgentConfig
+    from floorguard.logconfig import configure
 
     # The protocol gets its own copy of stdout; anything printed goes to the log stream.
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")

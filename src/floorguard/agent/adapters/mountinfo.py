@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from .guarded import GuardedThread
+from floorguard.agent.guarded import GuardedThread
 
 log = structlog.get_logger("floorguard.files")
 

@@ -39,9 +39,9 @@ from typing import Any, ClassVar
 import psutil
 import structlog
 
-from ..policy import EgressRule, Policy
-from .control import Control, ControlContext, ControlUnavailable
-from .periodic import Periodic
+from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
+from floorguard.agent.periodic import Periodic
+from floorguard.policy import EgressRule, Policy
 
 log = structlog.get_logger("floorguard.network")
 

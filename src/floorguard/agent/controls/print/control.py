@@ -47,9 +47,7 @@ from typing import Any
 
 import structlog
 
-from ..policy import Policy
-from .control import Control, ControlContext, ControlUnavailable
-from .cups import (
+from floorguard.agent.adapters.cups import (
     ABORTED,
     CANCELED,
     COMPLETED,
@@ -62,7 +60,9 @@ from .cups import (
     IppError,
     Job,
 )
-from .guarded import GUARDS, GuardedThread
+from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
+from floorguard.agent.guarded import GUARDS, GuardedThread
+from floorguard.policy import Policy
 
 log = structlog.get_logger("floorguard.print")
 

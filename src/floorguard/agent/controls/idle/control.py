@@ -56,11 +56,11 @@ from typing import Any
 
 import structlog
 
-from ..policy import Policy
-from .control import Control, ControlContext, ControlUnavailable
-from .desktop import notify_user
-from .logind import Inhibitor, Logind, LogindError, SessionInfo, Signal
-from .x11idle import X11Error, X11Idle, find_xauthority
+from floorguard.agent.adapters.desktop import notify_user
+from floorguard.agent.adapters.logind import Inhibitor, Logind, LogindError, SessionInfo, Signal
+from floorguard.agent.adapters.x11 import X11Error, X11Idle, find_xauthority
+from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
+from floorguard.policy import Policy
 
 log = structlog.get_logger("floorguard.idle")
 

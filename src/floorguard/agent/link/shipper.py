@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from .. import __version__
-from ..journal import JournalReader
-from .guarded import GuardedThread
+from floorguard import __version__
+from floorguard.agent.guarded import GuardedThread
+from floorguard.journal import JournalReader
 
 if TYPE_CHECKING:
-    from .daemon import Agent
+    from floorguard.agent.daemon import Agent
 
 log = structlog.get_logger("floorguard.link")
 

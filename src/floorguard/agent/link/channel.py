@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
-from .. import __version__
-from .guarded import GuardedThread
+from floorguard import __version__
+from floorguard.agent.guarded import GuardedThread
 
 if TYPE_CHECKING:
-    from .daemon import Agent
+    from floorguard.agent.daemon import Agent
 
 log = structlog.get_logger("floorguard.channel")
 

@@ -1,0 +1,1 @@
+"""Files: data leaving on removable and network mounts."""

@@ -1,0 +1,1 @@
+"""Idle lock: warn, lock and prove it locked."""

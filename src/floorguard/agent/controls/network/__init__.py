@@ -1,0 +1,1 @@
+"""Network: new interfaces and egress outside the allow-list."""

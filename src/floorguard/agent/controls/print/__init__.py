@@ -1,0 +1,1 @@
+"""Print approval: every job held in CUPS until an SV decides."""

@@ -1,0 +1,1 @@
+"""Processes: programs the floor forbids."""

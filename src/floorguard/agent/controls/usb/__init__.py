@@ -1,0 +1,2 @@
+"""USB: storage, phones and network adapters blocked; HID and approved
+devices allowed."""
