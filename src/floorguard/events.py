@@ -38,6 +38,13 @@ KINDS = frozenset(
     }
 )
 
+# Kinds only the console makes (``console.console_events``). An agent that sends one is
+# refused at ingest: these kinds judge agents and floors, so an agent's word for them is
+# worthless, and they are the only records that may name a subject (``details.agent``,
+# ``details.floor``) other than their sender.
+CONSOLE_KINDS = frozenset(
+    {"agent.silent", "agent.recovered", "agent.chain_broken", "floor.sv_ratio_exceeded"})
+
 # The fields of a record in the order the contract names them.
 FIELDS = ("id", "seq", "ts", "agent", "host", "seat", "user", "control", "kind", "severity",
           "policy", "details", "prev", "hash")

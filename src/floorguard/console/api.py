@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..events import CONTROLS, KINDS, SEVERITIES
+from ..events import CONSOLE_KINDS, CONTROLS, KINDS, SEVERITIES
 from .auth import sha256_hex
 from .ingest import store_events
 from .schema import agents
@@ -184,6 +184,7 @@ async def post_events(request: Request) -> Ack:
                                        "msg": f"unknown kind {ev.kind!r}",
                                        "type": "unknown_kind"}])
         seen.add(ev.seq)
+    await _refuse_console_kinds(request, agent_id, batch)
     # Strict validation with extra fields forbidden leaves nothing to convert, so the
     # parsed dicts are stored as they came: a model_dump per event doubled the cost of a
     # batch.
@@ -194,6 +195,30 @@ async def post_events(request: Request) -> Ack:
     request.app.state.hub.publish({"type": "events", "agent": agent_id,
                                    "count": result["stored"]})
     return Ack(acked=result["acked"], stored=result["stored"])
+
+
+async def _refuse_console_kinds(request: Request, agent_id: str, batch: EventBatch) -> None:
+    """Only the console makes the kinds that judge agents and floors (``CONSOLE_KINDS``):
+    from an agent they are a forgery. The whole batch is refused (422 naming the field,
+    nothing stored) and the attempt goes to the audit trail against the sender."""
+    forged = [(i, ev.kind, ev.seq) for i, ev in enumerate(batch.events)
+              if ev.kind in CONSOLE_KINDS]
+    if not forged:
+        return
+    from .auth import audit, client_ip
+
+    def note() -> None:
+        with request.app.state.engine.begin() as conn:
+            audit(conn, "agent:" + agent_id, "agent.forged_kind", agent_id,
+                  client_ip(request), {"events": [{"index": i, "kind": k, "seq": s}
+                                                  for i, k, s in forged[:20]],
+                                       "count": len(forged)})
+
+    await run_in_threadpool(note)
+    i, kind, _seq = forged[0]
+    raise HTTPException(422, [{"loc": ["events", i, "kind"],
+                               "msg": f"{kind!r} is made only by the console; an agent "
+                                      "may not send it", "type": "console_kind"}])
 
 
 def _store(request: Request, agent_id: str, records: list[dict[str, Any]],

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from ... import __version__
 from ...events import FIELDS, GENESIS, record_hash
+from ..console_events import CONSOLE_AGENT
 from ..schema import agents, events
 from . import sources
 from .mapping import load_mapping
@@ -88,9 +89,13 @@ def _event_row(w: Window, r: Any) -> dict[str, Any]:
 
 
 def _subject(r: Any) -> str:
-    """The agent an event is about (the console's own events name it in details)."""
+    """The agent an event is about: its sender, except for the console's own events,
+    which name their subject in details. An agent's record never speaks for another
+    agent, whatever its details say."""
+    if r.agent != CONSOLE_AGENT:
+        return str(r.agent)
     d = r.details or {}
-    return str(d.get("agent") or r.agent)
+    return str(d.get("agent") or "")
 
 
 _EVENT_COLS = (events.c.agent, events.c.seq, events.c.ts_us, events.c.seat, events.c.user,
@@ -119,9 +124,10 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                   agents.c.revoked_us, agents.c.policy).where(agents.c.floor == floor))}
 
     def on_floor(r: Any) -> bool:
-        d = r.details or {}
-        if r.kind.startswith("floor."):
-            return d.get("floor") == floor
+        # An agent's record is on its sender's floor; only a console-made record names a
+        # floor (floor.*) or an agent of its own.
+        if r.agent == CONSOLE_AGENT and r.kind.startswith("floor."):
+            return bool((r.details or {}).get("floor") == floor)
         return _subject(r) in floor_agents
 
     # --- coverage, from the per-agent slots --------------------------------------------
