@@ -86,7 +86,7 @@ CSV_TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[Any
     "policy_changes": (("time", "agent", "seat", "hash", "previous", "source"),
                        lambda f: f["policies"]["changes"]),
     "integrity": (("agent", "seat", "records", "first_seq", "last_seq", "missing",
-                   "bad_hash", "bad_link", "first_bad_seq", "verified"),
+                   "declared_dropped", "bad_hash", "bad_link", "first_bad_seq", "verified"),
                   lambda f: f["integrity"]["agents"]),
     "chain_broken": _events(lambda f: f["integrity"]["chain_broken_events"]),
     "violations": ((*EVENT_COLUMNS, "acknowledged", "acknowledged_by", "acknowledged_at"),
