@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from floorguard.console.chain import check_batch
 from floorguard.console.db import make_engine, open_store
 from floorguard.console.ingest import store_events
 from floorguard.console.reports.daily import build_report
@@ -110,6 +111,7 @@ def ingest(engine: sa.engine.Engine, data: dict[str, list[dict[str, Any]]], hook
             offsets[aid] = i + BATCH
             with engine.begin() as conn:
                 result = store_events(conn, aid, batch)
+                check_batch(conn, aid, batch, result)  # the chain walk and the ack
                 if hook:
                     h0 = time.perf_counter()
                     ingest_hook(conn, aid, batch, result)

@@ -13,6 +13,8 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +39,13 @@ KINDS = frozenset(
         "agent.silent", "agent.recovered", "agent.chain_broken", "floor.sv_ratio_exceeded",
     }
 )
+
+# Kinds only the console makes (``console.console_events``). An agent that sends one is
+# refused at ingest: these kinds judge agents and floors, so an agent's word for them is
+# worthless, and they are the only records that may name a subject (``details.agent``,
+# ``details.floor``) other than their sender.
+CONSOLE_KINDS = frozenset(
+    {"agent.silent", "agent.recovered", "agent.chain_broken", "floor.sv_ratio_exceeded"})
 
 # The fields of a record in the order the contract names them.
 FIELDS = ("id", "seq", "ts", "agent", "host", "seat", "user", "control", "kind", "severity",
@@ -113,28 +122,140 @@ def parse_time(text: str) -> datetime:
     return datetime.fromtimestamp(time.time() - ago, UTC)
 
 
-def verify_chain(
-    records: list[dict[str, Any]], start_seq: int = 1, start_prev: str = GENESIS,
-    gaps: dict[int, tuple[int, str]] | None = None,
-) -> tuple[int | None, str]:
-    """Check a run of records; return (first bad seq or None, why).
+# --- the chain walker ---------------------------------------------------------------------
+#
+# One walk, one meaning, for ``floorguard verify`` (the agent's journal), the console's
+# check at ingest and the daily report.
+#
+# A **declared gap** is a run of seqs the agent's journal dropped when it reached its size
+# cap with records not yet shipped (info records only; warnings and violations are never
+# dropped). The journal keeps the run with the hash of its last dropped record and writes a
+# chained ``agent.gap`` warning about it; the link declares it to the console with the
+# batch that jumps over it. A declared gap is **not a fault**: the chain is intact across
+# it when the record after it links (``prev``) to the declared hash. It is counted apart
+# (records dropped and declared), never as missing. Every other hole is a fault: an
+# undeclared one is ``missing``, a declared one whose next record does not link to the
+# declared hash is ``bad_gap``.
 
-    ``gaps`` maps the first seq of each documented hole (info records dropped when the
-    journal reached its size cap) to ``(last seq of the hole, hash of that last record)``:
-    the record after the hole must link to that hash, so a hole is only accepted where it
-    was declared and the chain stays verifiable across it."""
-    expect_seq, prev = start_seq, start_prev
+REASONS = {
+    "altered": "the record's hash does not match its content",
+    "unlinked": "the record's prev is not the hash of the record before it",
+    "missing": "records are missing and the agent did not declare the hole",
+    "bad_gap": "the record after a declared hole does not link to the hole's last hash",
+    "out_of_order": "the record's seq is not after the one before it",
+    "declared_gap": "records dropped at the journal's size cap, declared by the agent",
+}
+
+
+@dataclass(frozen=True)
+class DeclaredGap:
+    """Seqs ``from_seq..to_seq`` dropped by the agent; ``last_hash`` is the hash of the
+    record ``to_seq``, which the record after the gap must name as its ``prev``."""
+
+    from_seq: int
+    to_seq: int
+    last_hash: str
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the walk found at the record with seq ``at``: ``reason`` (a key of
+    ``REASONS``) over the seqs ``first..last``. Every reason but ``declared_gap`` is a
+    fault."""
+
+    reason: str
+    first: int
+    last: int
+    at: int
+
+    @property
+    def fault(self) -> bool:
+        return self.reason != "declared_gap"
+
+    @property
+    def why(self) -> str:
+        return REASONS[self.reason]
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+class ChainWalker:
+    """Walks one agent's records in seq order from ``(seq, prev)``: the last record
+    already walked (``0, GENESIS`` for a whole chain; ``prev=None`` when the record before
+    is not at hand, so the first link cannot be checked).
+
+    ``look(rec)`` says what the next record would find without moving; ``step(rec)``
+    also moves past it. ``hash_ok`` lets a caller that has already hashed the record
+    (ingest checks every record once) pass the answer instead of hashing again."""
+
+    def __init__(self, seq: int = 0, prev: str | None = GENESIS,
+                 gaps: Iterable[DeclaredGap] = ()):
+        self.seq = seq
+        self.prev = prev
+        self.gaps = sorted(gaps, key=lambda g: g.from_seq)
+
+    def _declared(self, first: int, last: int) -> DeclaredGap | None:
+        """The declared gap that covers the hole ``first..last`` and ends where it ends
+        (a gap may start earlier: records of it the console already holds)."""
+        for g in self.gaps:
+            if g.from_seq <= first and g.to_seq == last:
+                return g
+        return None
+
+    def look(self, rec: dict[str, Any], hash_ok: bool | None = None) -> list[Finding]:
+        at = rec.get("seq")
+        if not isinstance(at, int) or isinstance(at, bool) or at <= self.seq:
+            bad = at if isinstance(at, int) and not isinstance(at, bool) else self.seq + 1
+            return [Finding("out_of_order", self.seq + 1, self.seq + 1, bad)]
+        out: list[Finding] = []
+        if at > self.seq + 1:
+            first, last = self.seq + 1, at - 1
+            gap = self._declared(first, last)
+            if gap is None:
+                out.append(Finding("missing", first, last, at))
+            elif rec.get("prev") == gap.last_hash:
+                out.append(Finding("declared_gap", first, last, at))
+            else:
+                out.append(Finding("bad_gap", first, last, at))
+        elif self.prev is not None and rec.get("prev") != self.prev:
+            out.append(Finding("unlinked", max(self.seq, 1), at, at))
+        if hash_ok is None:
+            hash_ok = record_hash(rec) == rec.get("hash")
+        if not hash_ok:
+            out.append(Finding("altered", at, at, at))
+        return out
+
+    def step(self, rec: dict[str, Any], hash_ok: bool | None = None) -> list[Finding]:
+        found = self.look(rec, hash_ok)
+        if not any(f.reason == "out_of_order" for f in found):
+            self.seq, self.prev = int(rec["seq"]), str(rec.get("hash"))
+        return found
+
+
+def verify_chain(
+    records: Iterable[dict[str, Any]], start_seq: int = 1, start_prev: str = GENESIS,
+    gaps: dict[int, tuple[int, str]] | Iterable[DeclaredGap] | None = None,
+) -> tuple[int | None, str]:
+    """Check a run of records with ``ChainWalker``; return (first bad seq or None, why).
+
+    ``gaps`` are the declared gaps (``DeclaredGap``, or a dict from a gap's first seq to
+    ``(last seq, hash of that last record)``): a hole is only accepted where it was
+    declared and the record after it links to the declared hash."""
+    if isinstance(gaps, dict):
+        declared = [DeclaredGap(a, b, h) for a, (b, h) in gaps.items()]
+    else:
+        declared = list(gaps or ())
+    walker = ChainWalker(start_seq - 1, start_prev, declared)
     for rec in records:
-        seq = rec.get("seq")
-        hole = (gaps or {}).get(expect_seq)
-        if hole is not None and seq == hole[0] + 1:
-            expect_seq, prev = seq, hole[1]
-        if seq != expect_seq:
-            return expect_seq, f"expected seq {expect_seq}, found {seq}"
-        if rec.get("prev") != prev:
-            return seq, "prev does not match the hash of the record before it"
-        if record_hash(rec) != rec.get("hash"):
-            return seq, "hash does not match the record's content"
-        prev = rec["hash"]
-        expect_seq += 1
+        for f in walker.step(rec):
+            if not f.fault:
+                continue
+            if f.reason in ("missing", "out_of_order"):
+                return f.first, f"expected seq {f.first}, found {rec.get('seq')}"
+            if f.reason in ("unlinked", "bad_gap"):
+                return f.at, "prev does not match the hash of the record before it"
+            return f.at, "hash does not match the record's content"
     return None, "intact"

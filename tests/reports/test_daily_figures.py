@@ -183,11 +183,13 @@ def test_every_figure_of_the_fixture_day(store: Engine) -> None:
     assert integ["all_verified"] is False
     assert integ["agents"] == [
         {"agent": A1, "seat": "T-01", "records": 15, "first_seq": 2, "last_seq": 16,
-         "missing": 0, "bad_hash": 0, "bad_link": 0, "first_bad_seq": None, "verified": True},
+         "missing": 0, "declared_dropped": 0, "bad_hash": 0, "bad_link": 0,
+         "first_bad_seq": None, "verified": True},
         {"agent": A2, "seat": "T-02", "records": 10, "first_seq": 1, "last_seq": 10,
-         "missing": 0, "bad_hash": 0, "bad_link": 0, "first_bad_seq": None, "verified": True},
+         "missing": 0, "declared_dropped": 0, "bad_hash": 0, "bad_link": 0,
+         "first_bad_seq": None, "verified": True},
         {"agent": A3, "seat": "T-03", "records": 5, "first_seq": 1, "last_seq": 6,
-         "missing": 1, "bad_hash": 1, "bad_link": 0, "first_bad_seq": 4,
+         "missing": 1, "declared_dropped": 0, "bad_hash": 1, "bad_link": 0, "first_bad_seq": 4,
          "verified": False}]
     assert integ["chain_broken_events"] == []  # recorded on the day it was ingested
 

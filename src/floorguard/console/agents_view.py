@@ -1,6 +1,6 @@
 """The coverage page: what each agent runs and what it cannot (coverage gaps), its version
-and policy, when it was last heard, and which agents went silent (not heard for three
-heartbeat intervals of its floor)."""
+and policy, when it was last heard, and which agents went silent (``presence.liveness``,
+the definition the Floor and Agents pages use too)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from .auth import User, require
+from .chain import agent_link
 from .db import now_us
 from .floor_settings import FloorPolicy, all_floor_policies
 from .i18n import N_
+from .presence import interval_of, is_silent, liveness
 from .schema import agents
 from .web import add_nav, render
 
@@ -38,7 +40,8 @@ class AgentRow:
 
 
 def describe(row: Any, policy: FloorPolicy, now: int) -> AgentRow:
-    """One agent's line from its row and heartbeat status. Pure."""
+    """One agent's line from its row (with its ``agent_link`` heartbeat columns) and
+    heartbeat status. Pure."""
     status = row.status if isinstance(row.status, dict) else {}
     controls = status.get("controls")
     unavailable = status.get("unavailable")
@@ -47,7 +50,10 @@ def describe(row: Any, policy: FloorPolicy, now: int) -> AgentRow:
         version=str(status.get("version") or row.version or ""),
         policy=str(status.get("policy") or row.policy or ""),
         last_seen_us=row.last_seen_us,
-        silent=row.last_seen_us is None or now - row.last_seen_us > policy.silent_after_us,
+        silent=is_silent(liveness(
+            now_us=now, heard_us=row.last_seen_us, stopped=row.stopped_us is not None,
+            interval_s=interval_of(row.heartbeat_us, row.interval_s,
+                                   policy.heartbeat_interval_s))),
         controls=[str(c) for c in controls] if isinstance(controls, list) else [],
         unavailable={str(k): str(v) for k, v in unavailable.items()}
         if isinstance(unavailable, dict) else {},
@@ -61,9 +67,12 @@ def agents_page(request: Request, user: Annotated[User, Depends(require("admin",
     now = now_us()
     with request.app.state.engine.connect() as conn:
         policies = all_floor_policies(conn)
-        rows = conn.execute(sa.select(agents).where(agents.c.revoked_us.is_(None),
-                                                    user.floor_clause(agents.c.floor))
-                            .order_by(agents.c.floor, agents.c.seat, agents.c.id)).all()
+        rows = conn.execute(
+            sa.select(agents, agent_link.c.heartbeat_us, agent_link.c.interval_s,
+                      agent_link.c.stopped_us)
+            .select_from(agents.outerjoin(agent_link, agent_link.c.agent == agents.c.id))
+            .where(agents.c.revoked_us.is_(None), user.floor_clause(agents.c.floor))
+            .order_by(agents.c.floor, agents.c.seat, agents.c.id)).all()
     listed = [describe(r, policies.get(r.floor) or FloorPolicy(r.floor), now) for r in rows]
     return render(request, "coverage.html", {
         "agents": listed, "silent": [a for a in listed if a.silent],

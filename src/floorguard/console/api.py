@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -18,11 +17,10 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..events import CONTROLS, KINDS, SEVERITIES
+from ..events import CONSOLE_KINDS, CONTROLS, KINDS, SEVERITIES
 from .auth import sha256_hex
-from .db import now_us
 from .ingest import store_events
-from .schema import agents, enrollment_codes
+from .schema import agents
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_BATCH = 1000
@@ -186,6 +184,7 @@ async def post_events(request: Request) -> Ack:
                                        "msg": f"unknown kind {ev.kind!r}",
                                        "type": "unknown_kind"}])
         seen.add(ev.seq)
+    await _refuse_console_kinds(request, agent_id, batch)
     # Strict validation with extra fields forbidden leaves nothing to convert, so the
     # parsed dicts are stored as they came: a model_dump per event doubled the cost of a
     # batch.
@@ -196,6 +195,30 @@ async def post_events(request: Request) -> Ack:
     request.app.state.hub.publish({"type": "events", "agent": agent_id,
                                    "count": result["stored"]})
     return Ack(acked=result["acked"], stored=result["stored"])
+
+
+async def _refuse_console_kinds(request: Request, agent_id: str, batch: EventBatch) -> None:
+    """Only the console makes the kinds that judge agents and floors (``CONSOLE_KINDS``):
+    from an agent they are a forgery. The whole batch is refused (422 naming the field,
+    nothing stored) and the attempt goes to the audit trail against the sender."""
+    forged = [(i, ev.kind, ev.seq) for i, ev in enumerate(batch.events)
+              if ev.kind in CONSOLE_KINDS]
+    if not forged:
+        return
+    from .auth import audit, client_ip
+
+    def note() -> None:
+        with request.app.state.engine.begin() as conn:
+            audit(conn, "agent:" + agent_id, "agent.forged_kind", agent_id,
+                  client_ip(request), {"events": [{"index": i, "kind": k, "seq": s}
+                                                  for i, k, s in forged[:20]],
+                                       "count": len(forged)})
+
+    await run_in_threadpool(note)
+    i, kind, _seq = forged[0]
+    raise HTTPException(422, [{"loc": ["events", i, "kind"],
+                               "msg": f"{kind!r} is made only by the console; an agent "
+                                      "may not send it", "type": "console_kind"}])
 
 
 def _store(request: Request, agent_id: str, records: list[dict[str, Any]],
@@ -209,10 +232,14 @@ def _store(request: Request, agent_id: str, records: list[dict[str, Any]],
 
 
 @router.post("/enroll", response_model=EnrollOut, openapi_extra=_body(EnrollIn),
-             responses={403: {"description": "unknown, used or expired enrollment code"},
+             responses={403: {"description": "unknown, used or expired enrollment code, "
+                                             "an agent that is already enrolled (a "
+                                             "re-enrollment needs a code made for it) "
+                                             "or a revoked agent"},
                         422: {"description": "malformed request; the detail names the field"}})
 async def enroll(request: Request) -> EnrollOut:
-    """Exchange a one-time enrollment code for this agent's own token."""
+    """Exchange a one-time enrollment code for a new agent's token, or a re-enrollment
+    code for the token of the agent it was made for."""
     payload = await read_json(request, limit=16 * 1024)
     try:
         body = EnrollIn.model_validate(payload)
@@ -222,28 +249,17 @@ async def enroll(request: Request) -> EnrollOut:
 
 
 def _enroll(request: Request, body: EnrollIn) -> EnrollOut:
-    token = secrets.token_urlsafe(32)
-    now = now_us()
-    from .auth import audit, client_ip
+    # The rules (a code enrolls a new agent or re-enrolls the one it was made for; a
+    # revoked agent stays revoked) live in ``enrollment``.
+    from .auth import client_ip
+    from .enrollment import EnrollRefused, enroll
+    from .link_api import ring
 
-    with request.app.state.engine.begin() as conn:
-        code = conn.execute(sa.select(enrollment_codes)
-                            .where(enrollment_codes.c.code_hash == sha256_hex(body.code))
-                            .with_for_update()).first()
-        if code is None or code.used_us is not None or code.expires_us < now:
-            audit(conn, "agent:" + body.agent_id, "agent.enroll_refused", body.host,
-                  client_ip(request), {"reason": "unknown, used or expired code"})
-            raise HTTPException(403, "unknown, used or expired enrollment code: ask an admin "
-                                     "for a new one")
-        conn.execute(enrollment_codes.update()
-                     .where(enrollment_codes.c.code_hash == code.code_hash)
-                     .values(used_us=now, agent_id=body.agent_id))
-        values = {"token_hash": sha256_hex(token), "host": body.host, "seat": body.seat,
-                  "floor": code.floor, "revoked_us": None}
-        updated = conn.execute(agents.update().where(agents.c.id == body.agent_id)
-                               .values(**values))
-        if updated.rowcount == 0:
-            conn.execute(agents.insert().values(id=body.agent_id, enrolled_us=now, **values))
-        audit(conn, "agent:" + body.agent_id, "agent.enrolled", body.seat, client_ip(request),
-              {"host": body.host, "floor": code.floor})
-    return EnrollOut(agent_id=body.agent_id, token=token)
+    try:
+        done = enroll(request.app.state.engine, body.code, body.agent_id, body.host,
+                      body.seat, client_ip(request))
+    except EnrollRefused as exc:
+        raise HTTPException(403, str(exc)) from None
+    if done.reenrolled:
+        ring(request, done.agent_id)  # the old token's cached entries go at once
+    return EnrollOut(agent_id=done.agent_id, token=done.token)

@@ -1,23 +1,31 @@
-"""Chain checks at ingest: every agent's evidence is continuous, linked and unaltered.
+"""Chain checks at ingest: every agent's evidence is continuous, linked and unaltered,
+and the acknowledgement the agent relies on.
 
-Runs as an ingest hook inside the transaction that stores a batch. Per agent it keeps the
-point up to which the chain has been walked (``agent_link.chain_seq``/``chain_hash``) and
-walks forward over what the store now holds:
+Runs as the first ingest hook inside the transaction that stores a batch. Per agent it
+keeps the point up to which the chain has been walked (``agent_link.chain_seq``/
+``chain_hash``) and walks forward over what the store now holds with the one chain walker
+(``floorguard.events.ChainWalker``, the same walk as ``floorguard verify`` and the daily
+report):
 
 - each incoming record's ``hash`` is recomputed from its content (an altered record);
 - a record sent again with the same seq but another hash (a rewritten record) comes from
   the ingest result's ``conflicts``;
 - each stored record's ``prev`` must equal the hash of the record before it;
-- a missing run of seqs is a gap, unless the agent declared it in the batch as a hole
-  its journal made at its size cap (``gaps``: first and last seq and the hash of the last
-  dropped record) *and* the record after the hole links to that hash. An undeclared hole
+- a missing run of seqs is a fault, unless the agent declared it with the batch as a gap
+  its journal made at its size cap (``gaps``) *and* the record after it links to the
+  gap's declared hash (see the walker for what a declared gap means). An undeclared hole
   first holds the acknowledgement back (the records may still come); when the agent,
   sending again from the acknowledgement, still jumps it, the records are missing.
 
-Each break becomes one ``agent.chain_broken`` violation (by the console, see
+Each fault becomes one ``agent.chain_broken`` violation (by the console, see
 ``console_events``) naming the agent, the seq range and why; ``chain_breaks`` keeps it
-once. The console keeps every record it has, and the agent's acknowledgement moves past
-a break so that the rest of its journal still arrives.
+once, and keeps each declared gap (``explained``) for the report. The console keeps every
+record it has.
+
+The acknowledgement (``agents.acked_seq``) is computed here and nowhere else: it is the
+point the walk reached, so it moves past a declared gap and past a fault once flagged, so
+that the rest of the journal still arrives, and stops before a hole it is still waiting
+for.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..events import GENESIS, record_hash
+from ..events import GENESIS, REASONS, ChainWalker, DeclaredGap, Finding, record_hash
 from .console_events import record_console_event
 from .db import now_us
 from .schema import agents, events, metadata
@@ -60,13 +68,8 @@ chain_breaks = sa.Table(
 
 WALK = 2000
 
-WHY = {
-    "altered": "the record's hash does not match its content",
-    "rewritten": "a record came again with the same seq but a different hash",
-    "unlinked": "the record's prev is not the hash of the record before it",
-    "missing": "records are missing and the agent did not declare the hole",
-    "bad_gap": "the record after a declared hole does not link to the hole's last hash",
-}
+WHY = {**REASONS,
+       "rewritten": "a record came again with the same seq but a different hash"}
 
 
 def link_row(conn: Connection, agent_id: str) -> Any:
@@ -111,10 +114,18 @@ def _seen_before(conn: Connection, agent_id: str, first: int, last: int) -> bool
     return False
 
 
+def _declared(result: dict[str, Any]) -> list[DeclaredGap]:
+    return [DeclaredGap(int(g["from_seq"]), int(g["to_seq"]), str(g["last_hash"]),
+                        int(g.get("count", 0))) for g in result.get("gaps", [])]
+
+
 def check_batch(conn: Connection, agent_id: str, records: list[dict[str, Any]],
                 result: dict[str, Any]) -> None:
-    """The ingest hook: check what this batch added to the agent's chain and move the
-    acknowledgement past any break (``result["acked"]``)."""
+    """The ingest hook: check what this batch added to the agent's chain, and set the
+    acknowledgement (``result["acked"]``, and the agent's ``acked_seq``).
+
+    Also leaves the walk's findings in ``result["chain_findings"]`` (a list of
+    ``Finding``) for the report rollups, which count them and do not walk again."""
     seat_row = conn.execute(sa.select(agents.c.seat, agents.c.acked_seq)
                             .where(agents.c.id == agent_id)).first()
     seat = str(seat_row.seat) if seat_row else ""
@@ -123,11 +134,24 @@ def check_batch(conn: Connection, agent_id: str, records: list[dict[str, Any]],
     altered = result.get("altered")
     if altered is None:
         altered = [rec["seq"] for rec in records if record_hash(rec) != rec["hash"]]
+    # A record's own hash is judged once, when it arrives (records walked later, once a
+    # hole before them fills, were judged then).
     for seq in altered:
         _note(conn, agent_id, seat, seq, seq, "altered")
-    declared = {int(g["from_seq"]): g for g in result.get("gaps", [])}
     state = link_row(conn, agent_id)
-    seq, prev = int(state.chain_seq), str(state.chain_hash)
+    walker = ChainWalker(int(state.chain_seq), str(state.chain_hash), _declared(result))
+    findings: list[Finding] = []
+
+    def note(found: list[Finding]) -> None:
+        for f in found:
+            findings.append(f)
+            if f.reason == "declared_gap":
+                _note(conn, agent_id, seat, f.first, f.last, "declared_gap", explained=True,
+                      extra=_gap_extra(walker, f))
+            elif f.reason in ("missing", "bad_gap", "unlinked"):
+                extra = _gap_extra(walker, f) if f.reason == "bad_gap" else None
+                _note(conn, agent_id, seat, f.first, f.last, f.reason, extra=extra)
+
     if len(result.get("inserted", ())) == len(records):
         # Every record of the batch was stored by this request as it came, so where the
         # batch continues the walked chain without a hole, the store holds exactly these
@@ -135,52 +159,60 @@ def check_batch(conn: Connection, agent_id: str, records: list[dict[str, Any]],
         # the store goes on from where they end.
         for rec in records:
             at = int(rec["seq"])
-            if at <= seq:
+            if at <= walker.seq:
                 continue
-            if at != seq + 1:
+            if at != walker.seq + 1:
                 break
-            if rec["prev"] != prev:
-                _note(conn, agent_id, seat, max(seq, 1), at, "unlinked")
-            seq, prev = at, str(rec["hash"])
+            note(walker.step(rec, hash_ok=True))
     held = False
     while not held:
         rows = conn.execute(
             sa.select(events.c.seq, events.c.prev, events.c.hash)
-            .where(events.c.agent == agent_id, events.c.seq > seq)
+            .where(events.c.agent == agent_id, events.c.seq > walker.seq)
             .order_by(events.c.seq).limit(WALK)).all()
         for row in rows:
-            at = int(row.seq)
-            if at > seq + 1:
-                hole = declared.get(seq + 1)
-                if hole is not None and int(hole["to_seq"]) == at - 1:
-                    linked = row.prev == hole["last_hash"]
-                    _note(conn, agent_id, seat, seq + 1, at - 1,
-                          "missing" if linked else "bad_gap", explained=linked,
-                          extra={"declared_count": int(hole.get("count", 0))})
-                elif not _seen_before(conn, agent_id, seq + 1, at - 1):
-                    # The first time, the missing records may still be on their way (a
-                    # batch sent twice at once): the acknowledgement stops before them
-                    # and the agent sends from there again.
-                    held = True
-                    break
-                else:
-                    # Sent again from its acknowledgement, the agent still jumps the
-                    # hole: it does not have those records.
-                    _note(conn, agent_id, seat, seq + 1, at - 1, "missing")
-            elif row.prev != prev:
-                _note(conn, agent_id, seat, max(seq, 1), at, "unlinked")
-            seq, prev = at, str(row.hash)
+            rec = {"seq": int(row.seq), "prev": row.prev, "hash": row.hash}
+            found = walker.look(rec, hash_ok=True)
+            if any(f.reason == "missing" for f in found) and not _seen_before(
+                    conn, agent_id, walker.seq + 1, rec["seq"] - 1):
+                # The first time, the missing records may still be on their way (a batch
+                # sent twice at once): the acknowledgement stops before them and the
+                # agent sends from there again. Sent again from its acknowledgement,
+                # the agent still jumps the hole: it does not have those records.
+                held = True
+                break
+            note(found)
+            walker.step(rec, hash_ok=True)
         if len(rows) < WALK:
             break
     # holes that were filled after all are no longer waited for
     conn.execute(chain_breaks.delete().where(chain_breaks.c.agent == agent_id,
                                              chain_breaks.c.reason == "waiting",
-                                             chain_breaks.c.from_seq <= seq))
+                                             chain_breaks.c.from_seq <= walker.seq))
     conn.execute(agent_link.update().where(agent_link.c.agent == agent_id)
-                 .values(chain_seq=seq, chain_hash=prev))
-    if seat_row is not None and seq > int(result.get("acked", 0)):
-        # Only a break holds the plain contiguous acknowledgement back: every record
-        # before ``seq`` is stored or was found missing and flagged.
-        conn.execute(agents.update().where(agents.c.id == agent_id)
-                     .values(acked_seq=seq, last_hash=prev))
-        result["acked"] = seq
+                 .values(chain_seq=walker.seq, chain_hash=walker.prev or GENESIS))
+    result["chain_findings"] = findings
+    result["acked"] = acknowledge(conn, agent_id, walker.seq, walker.prev or GENESIS)
+
+
+def _gap_extra(walker: ChainWalker, f: Finding) -> dict[str, Any]:
+    gap = walker._declared(f.first, f.last)
+    if gap is None:  # pragma: no cover - a gap finding always has its declaration
+        return {}
+    return {"declared_count": gap.count, "last_hash": gap.last_hash}
+
+
+def acknowledge(conn: Connection, agent_id: str, seq: int, last_hash: str) -> int:
+    """Set the agent's acknowledgement to the walked point (never backwards) and note it
+    heard; return the acknowledgement. The only writer of ``agents.acked_seq``."""
+    row = conn.execute(sa.select(agents.c.acked_seq).where(agents.c.id == agent_id)
+                       ).first()
+    if row is None:
+        return 0
+    values: dict[str, Any] = {"last_seen_us": now_us()}
+    acked = int(row.acked_seq)
+    if seq > acked:
+        values.update(acked_seq=seq, last_hash=last_hash)
+        acked = seq
+    conn.execute(agents.update().where(agents.c.id == agent_id).values(**values))
+    return acked

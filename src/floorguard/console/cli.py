@@ -5,7 +5,7 @@
                                            stdin or asked)
     floorguard console user floors NAME [--set F1,F2]   (show or replace its floors)
     floorguard console user passwd NAME | user disable NAME | user enable NAME | user list
-    floorguard console enroll-code [--floor NAME] [--expires 24h]
+    floorguard console enroll-code [--floor NAME] [--expires 24h] [--agent ID]
     floorguard console agent list | agent revoke ID
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import secrets
 import sys
 from typing import Any
 
@@ -60,6 +59,9 @@ def add_console_parser(sub: Any, func: Any) -> None:
     e = csub.add_parser("enroll-code", help="make a one-time code to enroll an agent")
     e.add_argument("--floor", default="", help="floor the enrolled agent belongs to")
     e.add_argument("--expires", default="24h", help="how long the code is valid (e.g. 2h)")
+    e.add_argument("--agent", metavar="ID", default=None,
+                   help="re-enroll this enrolled agent only (a PC that lost its token); "
+                        "without it the code enrolls a new agent")
 
 
 def _parse_listen(text: str) -> tuple[str, int]:
@@ -202,25 +204,23 @@ def _enroll_code(args: argparse.Namespace, engine: Any, actor: str) -> int:
     except ValueError as exc:
         print(f"floorguard console enroll-code: --expires: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(create_enrollment_code(engine, actor, args.floor, ttl))
+    try:
+        code = create_enrollment_code(engine, actor, args.floor, ttl, agent_id=args.agent)
+    except ValueError as exc:
+        print(f"floorguard console enroll-code: --agent: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(code)
     return EXIT_OK
 
 
-def create_enrollment_code(engine: Any, actor: str, floor: str, ttl: float) -> str:
-    from .auth import audit, sha256_hex
-    from .db import now_us
-    from .schema import enrollment_codes
+def create_enrollment_code(engine: Any, actor: str, floor: str, ttl: float,
+                           agent_id: str | None = None) -> str:
+    """A one-time code for a new agent, or with ``agent_id`` for re-enrolling that agent
+    (``ValueError`` for an unknown or revoked one)."""
+    from .enrollment import create_code
 
-    code = secrets.token_urlsafe(18)
-    while code.startswith("-"):  # "--code -x..." would read as an option on the command line
-        code = secrets.token_urlsafe(18)
-    now = now_us()
     with engine.begin() as conn:
-        conn.execute(enrollment_codes.insert().values(
-            code_hash=sha256_hex(code), created_by=actor, created_us=now,
-            expires_us=now + int(ttl * 1_000_000), floor=floor))
-        audit(conn, actor, "enroll_code.created", floor, "", {"expires_s": ttl})
-    return code
+        return create_code(conn, actor, floor, ttl, agent_id)
 
 
 def _serve(args: argparse.Namespace, url: str) -> int:

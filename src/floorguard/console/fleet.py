@@ -45,6 +45,10 @@ def revoke_agent(conn: Connection, agent_id: str, actor: str, ip: str = "") -> b
 
 
 def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
+    from .floor_settings import FloorPolicy, all_floor_policies
+    from .presence import interval_of, liveness
+
+    policies = all_floor_policies(conn)
     rows = conn.execute(
         sa.select(agents, agent_link.c.heartbeat_us, agent_link.c.interval_s,
                   agent_link.c.silent_us, agent_link.c.stopped_us)
@@ -56,14 +60,13 @@ def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
         d.pop("token_hash", None)
         if d["revoked_us"] is not None:
             d["state"] = "revoked"
-        elif d["silent_us"] is not None:
-            d["state"] = "silent"
-        elif d["stopped_us"] is not None:
-            d["state"] = "stopped"
-        elif d["heartbeat_us"] is None:
-            d["state"] = "never seen"
         else:
-            d["state"] = "online"
+            # the one definition, shared with the Floor and Coverage pages
+            policy = policies.get(r.floor) or FloorPolicy(r.floor)
+            d["state"] = liveness(
+                now_us=now, heard_us=r.last_seen_us, stopped=r.stopped_us is not None,
+                interval_s=interval_of(r.heartbeat_us, r.interval_s,
+                                       policy.heartbeat_interval_s))
         status = d.get("status") or {}
         d["controls"] = ", ".join(status.get("controls") or [])
         d["unavailable"] = ", ".join(sorted((status.get("unavailable") or {}).keys()))

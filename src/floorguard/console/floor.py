@@ -22,10 +22,12 @@ from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from .auth import User, check_agent, current_user, require
+from .chain import agent_link
 from .db import now_us
 from .duty import duty_floor, svs_on_duty
 from .floor_settings import FloorPolicy, all_floor_policies
 from .i18n import N_
+from .presence import STOPPED, interval_of, is_silent, liveness, silent_after_us
 from .ratio import ratio_exceeded
 from .schema import agents, events
 from .seats import SILENT, Tile, seat_state, tile_state
@@ -39,7 +41,7 @@ add_nav("/floor", N_("Floor"), ("admin", "sv", "auditor"), order=10)
 
 STATE_LABELS = {
     "ok": N_("OK"), "violation": N_("Violation"), "idle": N_("Idle, unlocked"),
-    "locked": N_("Locked"), "silent": N_("Agent silent"),
+    "locked": N_("Locked"), "silent": N_("Agent silent"), "stopped": N_("Agent stopped"),
 }
 
 
@@ -52,7 +54,7 @@ class FloorView:
 
     @property
     def operators(self) -> int:
-        return sum(1 for t in self.tiles if t.user and t.state != SILENT)
+        return sum(1 for t in self.tiles if t.user and t.state not in (SILENT, STOPPED))
 
     @property
     def exceeded(self) -> bool:
@@ -72,19 +74,32 @@ def load_floor(conn: Connection, now: int, viewer: User | None = None) -> list[F
         sa.select(agents.c.id, agents.c.seat, agents.c.floor, agents.c.last_seen_us,
                   agents.c.status, seat_state.c.seat.label("event_seat"), seat_state.c.user,
                   seat_state.c.last_violation_us, seat_state.c.last_violation_kind,
-                  seat_state.c.idle_since_us, seat_state.c.locked)
-        .select_from(agents.outerjoin(seat_state, seat_state.c.agent == agents.c.id))
-        .where(agents.c.revoked_us.is_(None),
-               sa.true() if viewer is None else viewer.floor_clause(agents.c.floor)))
+                  seat_state.c.idle_since_us, seat_state.c.locked,
+                  agent_link.c.heartbeat_us, agent_link.c.interval_s,
+                  agent_link.c.stopped_us)
+        .select_from(agents.outerjoin(seat_state, seat_state.c.agent == agents.c.id)
+                     .outerjoin(agent_link, agent_link.c.agent == agents.c.id))
+        .where(agents.c.revoked_us.is_(None)))
     for r in rows:
         policy = policies.get(r.floor) or FloorPolicy(floor=r.floor)
         view = views.setdefault(r.floor, FloorView(r.floor, policy))
         status = r.status if isinstance(r.status, dict) else None
-        state = tile_state(now=now, last_seen_us=r.last_seen_us,
-                           silent_after_us=policy.silent_after_us, status=status,
-                           last_violation_us=r.last_violation_us,
-                           idle_since_us=r.idle_since_us, locked=bool(r.locked),
-                           idle_unlocked_after_us=int(policy.idle_unlocked_after_s * 1e6))
+        # Silent or stopped comes from the one definition (the Coverage and Agents pages
+        # use it too); tile_state, given the same threshold, orders the rest.
+        interval = interval_of(r.heartbeat_us, r.interval_s, policy.heartbeat_interval_s)
+        live = liveness(now_us=now, heard_us=r.last_seen_us, interval_s=interval,
+                        stopped=r.stopped_us is not None)
+        if live == STOPPED:
+            state = STOPPED
+        elif is_silent(live):
+            state = SILENT
+        else:
+            state = tile_state(now=now, last_seen_us=r.last_seen_us,
+                               silent_after_us=silent_after_us(interval), status=status,
+                               last_violation_us=r.last_violation_us,
+                               idle_since_us=r.idle_since_us, locked=bool(r.locked),
+                               idle_unlocked_after_us=int(policy.idle_unlocked_after_s
+                                                          * 1e6))
         user = status.get("user") if status and "user" in status else r.user
         view.tiles.append(Tile(agent=r.id, seat=r.event_seat or r.seat or r.id[:8],
                                floor=r.floor, user=user, state=state,

@@ -49,8 +49,11 @@ class FloorPolicy:
 
     @property
     def silent_after_us(self) -> int:
-        """An agent not heard for three heartbeat intervals has gone silent."""
-        return int(3 * self.heartbeat_interval_s * 1_000_000)
+        """How long an agent on this floor may go unheard before its first heartbeat
+        (``presence.liveness`` is the definition of silent)."""
+        from .presence import silent_after_us
+
+        return silent_after_us(self.heartbeat_interval_s)
 
 
 def _from_row(row: sa.Row[Any]) -> FloorPolicy:

@@ -1,8 +1,9 @@
-"""Storing events from agents: exactly once per (agent, seq), acknowledged contiguously.
+"""Storing events from agents: exactly once per (agent, seq).
 
-The console acknowledges the highest seq up to which it holds every record of the agent,
-so an agent whose batch was partly lost simply sends the rest again. A record that comes
-back with the same seq but a different hash is not stored over the first one.
+A record that comes back with the same seq but a different hash is not stored over the
+first one. The acknowledgement is not computed here: the chain check (``chain.py``, the
+first ingest hook) sets it from its walk, so an agent whose batch was partly lost simply
+sends the rest again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from ..events import record_hash
 from .db import now_us
-from .schema import agents, events
+from .schema import events
 
 
 def ts_to_us(ts: str) -> int:
@@ -68,10 +69,9 @@ def _insert_ignore(conn: Connection, params: list[tuple[Any, ...]]) -> int:
 
 
 def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Insert a validated batch for one agent (sorted by seq); return the new
-    acknowledgement.
+    """Insert a validated batch for one agent (sorted by seq).
 
-    Returns ``{"acked": N, "stored": K, "inserted": [seq, ...], "conflicts": [seq, ...],
+    Returns ``{"stored": K, "inserted": [seq, ...], "conflicts": [seq, ...],
     "altered": [seq, ...]}`` where inserted are the seqs this batch newly stored (for
     rollups kept by ingest hooks), conflicts are seqs already stored with a different hash
     (evidence was rewritten at the agent) and altered are records whose hash does not
@@ -100,43 +100,8 @@ def store_events(conn: Connection, agent_id: str, batch: list[dict[str, Any]]) -
                 conflicts.append(int(seq))
             elif got_us == received:
                 inserted.append(int(seq))
-    acked = advance_ack(conn, agent_id, batch if not conflicts else ())
     # Each record's own hash is checked once here; the chain check and the report
     # rollups (ingest hooks) read the answer instead of hashing the batch again.
     altered = sorted(e["seq"] for e in batch if record_hash(e) != e["hash"])
-    return {"acked": acked, "stored": stored, "inserted": sorted(inserted),
+    return {"stored": stored, "inserted": sorted(inserted),
             "conflicts": sorted(conflicts), "altered": altered}
-
-
-def advance_ack(conn: Connection, agent_id: str,
-                just_stored: list[dict[str, Any]] | tuple[()] = ()) -> int:
-    """Move the agent's contiguous acknowledgement as far as the stored seqs allow.
-
-    ``just_stored`` (sorted by seq, all now in the store with these hashes) lets a batch
-    that continues the acknowledged run move it without reading those rows back.
-    """
-    row = conn.execute(sa.select(agents.c.acked_seq, agents.c.last_hash)
-                       .where(agents.c.id == agent_id)).one()
-    acked, last_hash = int(row.acked_seq), str(row.last_hash)
-    for e in just_stored:
-        if e["seq"] <= acked:
-            continue
-        if e["seq"] != acked + 1:
-            break
-        acked, last_hash = e["seq"], e["hash"]
-    while True:
-        nxt = conn.execute(
-            sa.select(events.c.seq, events.c.hash)
-            .where(events.c.agent == agent_id, events.c.seq > acked)
-            .order_by(events.c.seq).limit(1000)
-        ).all()
-        moved = False
-        for seq, h in nxt:
-            if int(seq) != acked + 1:
-                break
-            acked, last_hash, moved = int(seq), str(h), True
-        if not moved or len(nxt) < 1000:
-            break
-    conn.execute(agents.update().where(agents.c.id == agent_id)
-                 .values(acked_seq=acked, last_hash=last_hash, last_seen_us=now_us()))
-    return acked

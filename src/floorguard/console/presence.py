@@ -1,11 +1,22 @@
 """Which agents are alive: heartbeats in, ``agent.silent`` / ``agent.recovered`` out.
 
 An agent heartbeats every ``[agent] heartbeat_interval`` of its policy and says so in each
-heartbeat. One not heard for three of its intervals gets one ``agent.silent`` violation,
-unless it said it was stopping (a deliberate stop is recorded in the audit trail and by
-the agent's own ``agent.stopped``, and is not a violation). Its next heartbeat records
-``agent.recovered``. The periodic check runs in every console process; the conditional
-update on ``silent_us`` makes each silence recorded once however many run it.
+heartbeat. What "silent" means is decided here, by ``liveness``, and nowhere else: the
+Floor, Coverage and Agents pages and the silence watch all call it. An agent is
+
+- ``stopped`` when it said it was stopping and has not heartbeated since (a deliberate
+  stop is recorded in the audit trail and by the agent's own ``agent.stopped``; it is not a
+  silence);
+- ``never seen`` when the console has never heard from it;
+- ``silent`` when it was last heard (a heartbeat or a batch of events,
+  ``agents.last_seen_us``) more than ``MISSED`` (3) of its heartbeat intervals ago;
+- ``online`` otherwise.
+
+Its heartbeat interval is the one it reports in its heartbeats, or, before its first
+heartbeat, its floor's ``[agent] heartbeat_interval``. A silent agent that has heartbeated
+gets one ``agent.silent`` violation; its next heartbeat records ``agent.recovered``. The
+periodic check runs in every console process; the conditional update on ``silent_us``
+makes each silence recorded once however many run it.
 """
 
 from __future__ import annotations
@@ -30,6 +41,41 @@ from .schema import agents
 log = structlog.get_logger("floorguard.console.presence")
 
 MISSED = 3
+
+ONLINE, SILENT, STOPPED, NEVER_SEEN = "online", "silent", "stopped", "never seen"
+
+
+def silent_after_us(interval_s: float) -> int:
+    """How long an agent with this heartbeat interval may go unheard."""
+    return int(MISSED * interval_s * 1_000_000)
+
+
+def interval_of(heartbeat_us: int | None, reported_s: float | None,
+                floor_interval_s: float) -> float:
+    """The agent's heartbeat interval: the one it reported (``agent_link.interval_s``)
+    once it has heartbeated, else its floor's."""
+    if heartbeat_us is not None and reported_s:
+        return float(reported_s)
+    return float(floor_interval_s)
+
+
+def liveness(*, now_us: int, heard_us: int | None, interval_s: float,
+             stopped: bool) -> str:
+    """The one definition of an agent being online, silent, stopped or never seen (see
+    the module docstring). Pure; the boundary itself (exactly ``MISSED`` intervals) is
+    still online."""
+    if stopped:
+        return STOPPED
+    if heard_us is None:
+        return NEVER_SEEN
+    if now_us - heard_us > silent_after_us(interval_s):
+        return SILENT
+    return ONLINE
+
+
+def is_silent(state: str) -> bool:
+    """Whether a ``liveness`` state counts as silent on the pages (never heard is)."""
+    return state in (SILENT, NEVER_SEEN)
 
 
 def heartbeat(conn: Connection, agent_id: str, state: str, status: dict[str, Any],
@@ -77,26 +123,34 @@ def heartbeat(conn: Connection, agent_id: str, state: str, status: dict[str, Any
 
 
 def check_silent(conn: Connection, now_us: int) -> list[str]:
-    """Record ``agent.silent`` for every enrolled, running agent not heard for
-    ``MISSED`` of its intervals; returns the agents newly found silent."""
+    """Record ``agent.silent`` for every enrolled agent that has heartbeated and that
+    ``liveness`` finds silent; returns the agents newly found silent."""
     rows = conn.execute(
         sa.select(agent_link.c.agent, agent_link.c.heartbeat_us, agent_link.c.interval_s,
-                  agents.c.seat, agents.c.host)
+                  agents.c.last_seen_us, agents.c.seat, agents.c.host)
         .join(agents, agents.c.id == agent_link.c.agent)
         .where(agents.c.revoked_us.is_(None), agent_link.c.silent_us.is_(None),
                agent_link.c.stopped_us.is_(None), agent_link.c.heartbeat_us.is_not(None),
-               agent_link.c.heartbeat_us + agent_link.c.interval_s * MISSED * 1_000_000
-               < now_us)).all()
+               # a cheap pre-filter (no interval is under one second); liveness decides
+               agents.c.last_seen_us < now_us - silent_after_us(1.0))).all()
     found = []
     for r in rows:
+        # every candidate has heartbeated, so its own interval is known
+        interval = interval_of(r.heartbeat_us, r.interval_s, r.interval_s)
+        if liveness(now_us=now_us, heard_us=r.last_seen_us, interval_s=interval,
+                    stopped=False) != SILENT:
+            continue
+        heard_since = sa.select(agents.c.id).where(agents.c.id == r.agent,
+                                                   agents.c.last_seen_us == r.last_seen_us)
         took = conn.execute(agent_link.update().where(
             agent_link.c.agent == r.agent, agent_link.c.silent_us.is_(None),
-            agent_link.c.heartbeat_us == r.heartbeat_us).values(silent_us=now_us))
+            agent_link.c.stopped_us.is_(None), sa.exists(heard_since))
+            .values(silent_us=now_us))
         if not took.rowcount:
-            continue  # another console process got there first, or it just heartbeat
+            continue  # another console process got there first, or it was just heard
         record_console_event(conn, "agent.silent", "violation", {
-            "agent": r.agent, "host": r.host, "last_seen": rfc3339(r.heartbeat_us / 1e6),
-            "interval_s": r.interval_s, "missed": MISSED}, seat=r.seat, now=now_us / 1e6)
+            "agent": r.agent, "host": r.host, "last_seen": rfc3339(r.last_seen_us / 1e6),
+            "interval_s": interval, "missed": MISSED}, seat=r.seat, now=now_us / 1e6)
         found.append(str(r.agent))
     return found
 

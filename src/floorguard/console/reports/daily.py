@@ -7,6 +7,7 @@ of the rarer kinds. Nothing here scans the day's events.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ... import __version__
-from ...events import FIELDS, GENESIS, record_hash
+from ...events import FIELDS, GENESIS, ChainWalker, DeclaredGap
+from ..chain import chain_breaks
+from ..console_events import CONSOLE_AGENT
 from ..schema import agents, events
 from . import sources
 from .mapping import load_mapping
@@ -88,9 +91,13 @@ def _event_row(w: Window, r: Any) -> dict[str, Any]:
 
 
 def _subject(r: Any) -> str:
-    """The agent an event is about (the console's own events name it in details)."""
+    """The agent an event is about: its sender, except for the console's own events,
+    which name their subject in details. An agent's record never speaks for another
+    agent, whatever its details say."""
+    if r.agent != CONSOLE_AGENT:
+        return str(r.agent)
     d = r.details or {}
-    return str(d.get("agent") or r.agent)
+    return str(d.get("agent") or "")
 
 
 _EVENT_COLS = (events.c.agent, events.c.seq, events.c.ts_us, events.c.seat, events.c.user,
@@ -119,9 +126,10 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                   agents.c.revoked_us, agents.c.policy).where(agents.c.floor == floor))}
 
     def on_floor(r: Any) -> bool:
-        d = r.details or {}
-        if r.kind.startswith("floor."):
-            return d.get("floor") == floor
+        # An agent's record is on its sender's floor; only a console-made record names a
+        # floor (floor.*) or an agent of its own.
+        if r.agent == CONSOLE_AGENT and r.kind.startswith("floor."):
+            return bool((r.details or {}).get("floor") == floor)
         return _subject(r) in floor_agents
 
     # --- coverage, from the per-agent slots --------------------------------------------
@@ -352,17 +360,25 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
 
     policies = policies_of(conn, w, floor_agents, by_kind["agent.policy_loaded"])
 
+    gaps = declared_gaps(conn, list(per_agent))
     if deep:
-        chain = {aid: verify_stored(conn, aid, w.start_us, w.end_us) for aid in per_agent}
+        chain = {aid: verify_stored(conn, aid, w.start_us, w.end_us, gaps.get(aid, []))
+                 for aid in per_agent}
     integrity_agents = []
     for aid in sorted(per_agent):
         a = per_agent[aid]
         if deep:
             c = chain[aid]
         else:
+            # The walk at ingest found the faults; what the day's seq span lacks is
+            # missing unless the agent declared it (a declared gap is not a fault).
             span = (a["max_seq"] - a["min_seq"] + 1) if a["min_seq"] is not None else 0
+            declared = sum(max(0, min(g.to_seq, a["max_seq"]) - max(g.from_seq,
+                                                                   a["min_seq"]) + 1)
+                           for g in gaps.get(aid, [])) if span else 0
             c = {"records": a["events"], "first_seq": a["min_seq"], "last_seq": a["max_seq"],
-                 "missing": max(0, span - a["events"]), "bad_hash": a["bad_hash"],
+                 "missing": max(0, span - a["events"] - declared),
+                 "declared_dropped": declared, "bad_hash": a["bad_hash"],
                  "bad_link": a["bad_link"], "first_bad_seq": a["first_bad_seq"]}
         if c["records"] == 0 and not deep:
             continue
@@ -484,39 +500,66 @@ def policies_of(conn: Connection, w: Window, floor_agents: dict[str, Any],
             "changes": changes}
 
 
-def verify_stored(conn: Connection, agent_id: str, start_us: int, end_us: int
-                  ) -> dict[str, Any]:
-    """Re-hash an agent's stored records of the window and check every prev link."""
+def declared_gaps(conn: Connection, agent_ids: list[str]) -> dict[str, list[DeclaredGap]]:
+    """The gaps each agent declared and the walk at ingest accepted (``chain_breaks``
+    rows marked explained), as the walker takes them."""
+    out: dict[str, list[DeclaredGap]] = defaultdict(list)
+    if not agent_ids:
+        return out
+    cb = chain_breaks.c
+    for r in conn.execute(sa.select(cb.agent, cb.from_seq, cb.to_seq, cb.details).where(
+            cb.agent.in_(agent_ids), cb.explained.is_(True), cb.reason != "waiting")):
+        try:
+            extra = json.loads(r.details or "{}")
+        except ValueError:
+            extra = {}
+        last_hash = extra.get("last_hash") if isinstance(extra, dict) else None
+        if not isinstance(last_hash, str):
+            # Accepted before the declared hash was kept with it: the walk at ingest
+            # checked the link then; take the link the next record holds.
+            last_hash = conn.execute(sa.select(events.c.prev).where(
+                events.c.agent == r.agent, events.c.seq == int(r.to_seq) + 1)).scalar()
+        if last_hash is not None:
+            out[str(r.agent)].append(DeclaredGap(int(r.from_seq), int(r.to_seq),
+                                                 str(last_hash)))
+    return out
+
+
+def verify_stored(conn: Connection, agent_id: str, start_us: int, end_us: int,
+                  gaps: list[DeclaredGap] | None = None) -> dict[str, Any]:
+    """Re-hash an agent's stored records of the window and walk their chain (the one
+    walker, ``ChainWalker``), across the gaps the agent declared."""
     cols = [events.c[f] for f in FIELDS if f != "agent"]
     rows = conn.execute(sa.select(*cols).where(events.c.agent == agent_id,
                                                events.c.ts_us >= start_us,
                                                events.c.ts_us < end_us)
                         .order_by(events.c.seq)).all()
     out: dict[str, Any] = {"records": len(rows), "first_seq": None, "last_seq": None,
-                           "missing": 0, "bad_hash": 0, "bad_link": 0, "first_bad_seq": None}
+                           "missing": 0, "declared_dropped": 0, "bad_hash": 0,
+                           "bad_link": 0, "first_bad_seq": None}
     if not rows:
         return out
     out["first_seq"], out["last_seq"] = int(rows[0].seq), int(rows[-1].seq)
-    out["missing"] = out["last_seq"] - out["first_seq"] + 1 - len(rows)
     first = int(rows[0].seq)
     prev_hash: str | None = GENESIS if first == 1 else conn.execute(
         sa.select(events.c.hash).where(events.c.agent == agent_id,
                                        events.c.seq == first - 1)).scalar()
-    prev_seq = first - 1
+    walker = ChainWalker(first - 1, prev_hash, gaps or [])
     for r in rows:
         rec = dict(r._mapping)
         rec["agent"] = agent_id
-        seq = int(rec["seq"])
-        bad = False
-        if record_hash(rec) != rec["hash"]:
-            out["bad_hash"] += 1
-            bad = True
-        elif seq == prev_seq + 1 and prev_hash is not None and rec["prev"] != prev_hash:
-            out["bad_link"] += 1
-            bad = True
-        if bad and out["first_bad_seq"] is None:
-            out["first_bad_seq"] = seq
-        prev_seq, prev_hash = seq, rec["hash"]
+        for f in walker.step(rec):
+            if f.reason == "declared_gap":
+                out["declared_dropped"] += f.size
+                continue
+            if f.reason in ("missing", "bad_gap"):
+                out["missing"] += f.size
+            if f.reason in ("unlinked", "bad_gap"):
+                out["bad_link"] += 1
+            elif f.reason == "altered":
+                out["bad_hash"] += 1
+            if f.reason != "missing" and out["first_bad_seq"] is None:
+                out["first_bad_seq"] = f.at
     return out
 
 

@@ -86,7 +86,7 @@ CSV_TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[Any
     "policy_changes": (("time", "agent", "seat", "hash", "previous", "source"),
                        lambda f: f["policies"]["changes"]),
     "integrity": (("agent", "seat", "records", "first_seq", "last_seq", "missing",
-                   "bad_hash", "bad_link", "first_bad_seq", "verified"),
+                   "declared_dropped", "bad_hash", "bad_link", "first_bad_seq", "verified"),
                   lambda f: f["integrity"]["agents"]),
     "chain_broken": _events(lambda f: f["integrity"]["chain_broken_events"]),
     "violations": ((*EVENT_COLUMNS, "acknowledged", "acknowledged_by", "acknowledged_at"),
@@ -94,22 +94,41 @@ CSV_TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[Any
 }
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV
+# injection"): a seat or user name such as "=cmd|' /C calc'!A0" would run on the
+# auditor's PC.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """OWASP's rule: a cell that starts like a formula gets a leading single quote, which
+    spreadsheets show as text and do not evaluate. Only the CSV is changed; the JSON and
+    PDF reports keep the true value."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def csv_cell(value: Any) -> str:
-    """One cell: empty for null, true/false, lists joined by ';', objects as JSON."""
+    """One cell: empty for null, true/false, lists joined by ';', objects as JSON; text
+    that a spreadsheet would run as a formula is neutralised (numbers are left alone:
+    a number is never a formula)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
     if isinstance(value, list):
-        return ";".join(str(v) for v in value)
+        return neutralise(";".join(str(v) for v in value))
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return str(value)
+    return neutralise(str(value))
 
 
 def _csv_bytes(header: list[str], rows: list[list[str]]) -> bytes:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
+    # Every cell quoted (OWASP's other half): a spreadsheet that splits on ';' (the list
+    # separator in many locales) cannot cut a cell so that a later part starts a formula.
+    w = csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
     w.writerow(header)
     w.writerows(rows)
     return buf.getvalue().encode("utf-8")
@@ -127,14 +146,14 @@ def to_csv_zip(doc: dict[str, Any]) -> bytes:
             z.writestr(info, data)
 
         for name, (cols, rows_of) in CSV_TABLES.items():
-            rows = [[f["floor"], f["date"], *(csv_cell(r.get(c)) for c in cols)]
+            rows = [[csv_cell(f["floor"]), f["date"], *(csv_cell(r.get(c)) for c in cols)]
                     for f in doc["floors"] for r in rows_of(f)]
             put(f"{name}.csv", _csv_bytes(["floor", "date", *cols], rows))
         mapping = doc["floors"][0]["mapping"] if doc["floors"] else []
         put("mapping.csv", _csv_bytes(
             ["control", "rules", "areas"],
-            [[m["control"], ";".join(r["text"] for r in m["rules"]),
-              ";".join(a["text"] for a in m["areas"])] for m in mapping]))
+            [[csv_cell(m["control"]), csv_cell([r["text"] for r in m["rules"]]),
+              csv_cell([a["text"] for a in m["areas"]])] for m in mapping]))
     return out.getvalue()
 
 

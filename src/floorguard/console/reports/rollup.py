@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ...events import GENESIS, record_hash
+from ...events import record_hash
 from ..ingest import ts_to_us
 from ..schema import agents, events
 from .store import SLOT_US, report_counts, report_marks, report_slots
@@ -126,51 +126,19 @@ def _record_floor(conn: Connection, details: dict[str, Any], cache: dict[str, st
     return cache[subject]
 
 
-def chain_faults(conn: Connection, agent_id: str, records: list[dict[str, Any]],
-                 altered: set[int] | None = None) -> dict[int, str]:
-    """Check newly stored records against their hashes and their neighbours' links.
-
-    Returns ``{seq: why}`` for each record whose own hash does not match its content, whose
-    ``prev`` is not the stored hash of the record before it, or whose already-stored
-    successor does not point back at it. A predecessor not yet stored (a gap) is not a
-    fault here: the gap shows in the seq counts, and the link is checked when it arrives.
-    """
-    by_seq = {int(r["seq"]): r for r in records}
-    faults: dict[int, str] = {}
-    want = sorted({s - 1 for s in by_seq if s > 1 and s - 1 not in by_seq}
-                  | {s + 1 for s in by_seq if s + 1 not in by_seq})
-    stored: dict[int, tuple[str, str]] = {}
-    for i in range(0, len(want), 500):
-        for seq, prev, h in conn.execute(
-                sa.select(events.c.seq, events.c.prev, events.c.hash)
-                .where(events.c.agent == agent_id, events.c.seq.in_(want[i:i + 500]))):
-            stored[int(seq)] = (str(prev), str(h))
-    for seq, rec in by_seq.items():
-        if (seq in altered) if altered is not None else record_hash(rec) != rec.get("hash"):
-            faults[seq] = "hash does not match the record's content"
-            continue
-        if seq == 1:
-            before: str | None = GENESIS
-        elif seq - 1 in by_seq:
-            before = str(by_seq[seq - 1].get("hash"))
-        else:
-            before = stored[seq - 1][1] if seq - 1 in stored else None
-        if before is not None and rec.get("prev") != before:
-            faults[seq] = "prev does not match the hash of the record before it"
-        elif seq + 1 in stored and stored[seq + 1][0] != rec.get("hash"):
-            faults[seq] = "the stored record after it does not point back at it"
-    return faults
-
-
 def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, Any]], *,
                  floor: str | None = None, from_agent: bool = True,
-                 altered: set[int] | None = None) -> None:
+                 altered: set[int] | None = None,
+                 unlinked: set[int] | None = None) -> None:
     """Add newly stored records to the rollups (call once per record, in the same
     transaction that stored it).
 
     ``floor`` defaults to the agent's floor. Records from an agent's journal
-    (``from_agent``) also count as the agent being heard and have their hash chain
-    checked; records the console makes itself (``agent.silent``, ``floor.*``) only count.
+    (``from_agent``) also count as the agent being heard, with what the checks at ingest
+    found: ``altered`` (seqs whose hash does not match their content; hashed here when
+    not given) and ``unlinked`` (seqs where the chain walk found a broken link). The walk
+    itself is the chain check's (``console/chain.py``): nothing here walks the chain.
+    Records the console makes itself (``agent.silent``, ``floor.*``) only count.
     """
     records = list(records)
     if not records:
@@ -180,7 +148,15 @@ def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, An
     slots: dict[int, dict[str, Any]] = {}
     marks: list[dict[str, Any]] = []
     cache: dict[str, str] = {}
-    faults = chain_faults(conn, agent_id, records, altered) if from_agent else {}
+    faults: dict[int, str] = {}
+    if from_agent:
+        for seq in unlinked or ():
+            faults[int(seq)] = "link"
+        for rec in records:
+            seq = int(rec["seq"])
+            if (seq in altered) if altered is not None else \
+                    record_hash(rec) != rec.get("hash"):
+                faults[seq] = "hash"
     for rec in records:
         details = rec.get("details") or {}
         ts_us = rec["ts_us"] if "ts_us" in rec else ts_to_us(rec["ts"])
@@ -208,7 +184,7 @@ def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, An
         s["max_seq"] = seq if s["max_seq"] is None else max(s["max_seq"], seq)
         why = faults.get(seq)
         if why is not None:
-            s["bad_hash" if why.startswith("hash") else "bad_link"] += 1
+            s["bad_hash" if why == "hash" else "bad_link"] += 1
             s["first_bad_seq"] = seq if s["first_bad_seq"] is None else min(
                 s["first_bad_seq"], seq)
     names = [c.name for c in report_counts.primary_key.columns]
@@ -244,11 +220,43 @@ def note_heartbeats(conn: Connection, agent_id: str, times_us: Iterable[int],
 
 def ingest_hook(conn: Connection, agent_id: str, records: list[dict[str, Any]],
                 result: dict[str, Any]) -> None:
-    """The console's ingest hook: roll up the records this batch newly stored."""
+    """The console's ingest hook: roll up the records this batch newly stored, with what
+    the chain check (the ingest hook before this one) found."""
     inserted = result.get("inserted")
     if inserted is None:
         raise RuntimeError("store_events must report which seqs it inserted")
+    findings = result.get("chain_findings")
+    if findings is None:
+        raise RuntimeError("run console.chain.check_batch before the report rollups")
     new = set(inserted)
     altered = result.get("altered")
+    unlinked = {f.at for f in findings if f.reason in ("unlinked", "bad_gap")}
     apply_ingest(conn, agent_id, [r for r in records if r["seq"] in new],
-                 altered=set(altered) if altered is not None else None)
+                 altered=set(altered) if altered is not None else None,
+                 unlinked=unlinked & new)
+    _late_link_faults(conn, agent_id, sorted(unlinked - new))
+
+
+def _late_link_faults(conn: Connection, agent_id: str, seqs: list[int]) -> None:
+    """Broken links the walk found at records stored by an earlier batch (it reached
+    them only now that a hole before them filled): count them in those records' slots."""
+    if not seqs:
+        return
+    floor = _floor_of(conn, agent_id) or ""
+    rows: list[dict[str, Any]] = []
+    for seq, ts_us in conn.execute(sa.select(events.c.seq, events.c.ts_us).where(
+            events.c.agent == agent_id, events.c.seq.in_(seqs))):
+        rows.append({"agent": agent_id, "slot_us": slot_of(int(ts_us)), "floor": floor,
+                     "events": 0, "heartbeats": 0, "min_seq": None, "max_seq": None,
+                     "bad_hash": 0, "bad_link": 1, "first_bad_seq": int(seq)})
+    # one row per slot: the upsert adds them up
+    merged: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        slot = int(r["slot_us"])
+        m = merged.get(slot)
+        if m is None:
+            merged[slot] = r
+        else:
+            m["bad_link"] += 1
+            m["first_bad_seq"] = min(m["first_bad_seq"], r["first_bad_seq"])
+    _upsert_slots(conn, list(merged.values()))
