@@ -79,7 +79,8 @@ def load_floor(conn: Connection, now: int, viewer: User | None = None) -> list[F
                   agent_link.c.stopped_us)
         .select_from(agents.outerjoin(seat_state, seat_state.c.agent == agents.c.id)
                      .outerjoin(agent_link, agent_link.c.agent == agents.c.id))
-        .where(agents.c.revoked_us.is_(None)))
+        .where(agents.c.revoked_us.is_(None),
+               sa.true() if viewer is None else viewer.floor_clause(agents.c.floor)))
     for r in rows:
         policy = policies.get(r.floor) or FloorPolicy(floor=r.floor)
         view = views.setdefault(r.floor, FloorView(r.floor, policy))
