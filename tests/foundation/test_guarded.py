@@ -128,7 +128,7 @@ def test_a_journal_read_that_raises_restarts_the_link_and_shipping_resumes(
 
     for i in range(5):
         agent.record("agent", "agent.command", "info", {"n": i}, user=None, wait=True)
-    link = Link(agent, reader=LockedOnce)
+    link = Link(agent.journal, agent.config, agent.state, reader=LockedOnce)
     agent.link = link
     link.start()
     try:

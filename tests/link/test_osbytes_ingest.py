@@ -124,14 +124,9 @@ def test_arbitrary_os_bytes_go_through_journal_link_and_ingest_unchanged(
     assert resp.status_code == 200, resp.text
     tok = resp.json()["token"]
 
-    class _Agent:  # what Link reads of its agent: config, journal and state
-        def __init__(self, journal: Journal) -> None:
-            self.config = AgentConfig(state_dir=str(state), console_url=link_console.url)
-            self.journal = journal
-            self.state: dict[str, object] = {}
-
     with Journal(state) as journal:
-        link = Link(_Agent(journal))  # type: ignore[arg-type]
+        link = Link(journal, AgentConfig(state_dir=str(state), console_url=link_console.url),
+                    {})
         client = make_client(link.config)
 
         @settings(max_examples=30, deadline=None)

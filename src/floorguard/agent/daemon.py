@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -42,6 +42,10 @@ from floorguard.config import AgentConfig
 from floorguard.journal import Journal, JournalError
 from floorguard.policy import Policy, PolicyError, parse_policy, read_policy_text
 from floorguard.sdnotify import Notifier
+
+if TYPE_CHECKING:  # imported at run time only when there is a console to talk to
+    from floorguard.agent.link.channel import Channel
+    from floorguard.agent.link.shipper import Link
 
 log = structlog.get_logger("floorguard.agent")
 
@@ -93,8 +97,8 @@ class Agent:
         self._lock = threading.RLock()
         self._scheduler: Any = None
         self._startup_rejection: PolicyError | None = None
-        self.link: Any = None
-        self.channel: Any = None
+        self.link: Link | None = None
+        self.channel: Channel | None = None
         self.ctx = ControlContext(config=config, record=self.record, commands=self.commands,
                                   operator=self.operator, clock=clock, state=self.state)
 
@@ -448,12 +452,16 @@ class Agent:
             return
         from floorguard.agent.link.shipper import Link
 
-        self.link = Link(self, max_backoff=self.config.link_max_backoff)
+        self.link = Link(self.journal, self.config, self.state,
+                         max_backoff=self.config.link_max_backoff)
         self.link.start()
         if self.link._thread is not None:  # the URL passed the link's checks
             from floorguard.agent.link.channel import Channel
 
-            self.channel = Channel(self)
+            self.channel = Channel(
+                self.config, link=self.link, journal=self.journal, commands=self.commands,
+                policy=lambda: self.policy, status=self.status, reload=self.reload,
+                record=self.record)
             self.channel.start()
 
     def compact_journal(self) -> dict[str, Any] | None:

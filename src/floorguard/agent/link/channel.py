@@ -16,10 +16,11 @@ Both loops are plain threads on the blocking HTTP client the link already uses: 
 loop and an async HTTP stack would cost each operator PC a few MiB of resident memory for
 two requests in flight.
 
-``Channel`` wires them to the daemon: status from ``Agent.status()``, the interval from
-the policy's ``[agent] heartbeat_interval``, commands through the agent's ``Commands``
-registry (each recorded as ``agent.command``), and the floor policy the console holds
-applied exactly like a local reload.
+``Channel`` wires them to the agent's parts, handed in by the daemon (its composition
+root): the status callable, the policy in force (for ``[agent] heartbeat_interval``), the
+``Commands`` registry (each command recorded as ``agent.command``), the reload through
+which the floor policy the console holds is applied exactly like a local one, and the link
+whose client and backlog it shares.
 """
 
 from __future__ import annotations
@@ -29,16 +30,18 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 import structlog
 
 from floorguard import __version__
+from floorguard.agent.controls.base import Commands
 from floorguard.agent.guarded import GuardedThread
-
-if TYPE_CHECKING:
-    from floorguard.agent.daemon import Agent
+from floorguard.agent.link.shipper import Link
+from floorguard.config import AgentConfig
+from floorguard.journal import Journal
+from floorguard.policy import Policy
 
 log = structlog.get_logger("floorguard.channel")
 
@@ -210,13 +213,29 @@ def summarize(value: Any, limit: int = 200) -> Any:
     return value
 
 
+class Recorder(Protocol):
+    """The agent's ``record``: journals one event (waiting until it is durable)."""
+
+    def __call__(self, control: str, kind: str, severity: str, details: dict[str, Any], *,
+                 wait: bool | None = None) -> Any: ...
+
+
 class Channel:
     """Runs the heartbeat, the command poller and policy sync for the daemon, on the
     link's HTTP client."""
 
-    def __init__(self, agent: Agent):
-        self.agent = agent
-        self.config = agent.config
+    def __init__(self, config: AgentConfig, *, link: Link, journal: Journal,
+                 commands: Commands, policy: Callable[[], Policy | None],
+                 status: Callable[[], dict[str, Any]], reload: Callable[[str, str], bool],
+                 record: Recorder):
+        self.config = config
+        self.link = link
+        self.journal = journal
+        self.commands = commands
+        self._policy = policy
+        self._status = status
+        self._reload = reload
+        self._record = record
         self._stop = threading.Event()
         self._threads: list[GuardedThread] = []
         self.rejected_hash: str | None = None
@@ -225,21 +244,19 @@ class Channel:
         self.poller: CommandPoller | None = None
 
     def interval(self) -> float:
-        policy = self.agent.policy
+        policy = self._policy()
         if policy is None:
             return 30.0
         return float(policy.get("agent").get("heartbeat_interval") or 30.0)
 
     def status(self) -> dict[str, Any]:
-        status = self.agent.status()
+        status = self._status()
         status["interval"] = self.interval()
-        link = self.agent.link
-        if link is not None:
-            status["pending"] = link.pending()
+        status["pending"] = self.link.pending()
         return status
 
     def start(self) -> None:
-        link = self.agent.link
+        link = self.link
         self.session = ConsoleSession(self.config.console_url, link.token, client=link.client)
         self.heartbeat = Heartbeat(self.session, self.status, interval=self.interval,
                                    on_reply=self._on_reply)
@@ -277,14 +294,13 @@ class Channel:
     # -- replies and commands ----------------------------------------------------------
 
     def _on_reply(self, reply: dict[str, Any]) -> None:
-        link = self.agent.link
-        if link is not None:
-            link.fleet = int(reply.get("fleet") or 1)
-            link.drain_rate = float(reply.get("drain_rate") or link.drain_rate)
+        self.link.fleet = int(reply.get("fleet") or 1)
+        self.link.drain_rate = float(reply.get("drain_rate") or self.link.drain_rate)
         ref = reply.get("policy")
         if not ref or self.session is None:
             return
-        current = self.agent.policy.hash if self.agent.policy else None
+        policy = self._policy()
+        current = policy.hash if policy else None
         want = str(ref.get("hash"))
         if want in (current, self.rejected_hash):
             return
@@ -294,7 +310,7 @@ class Channel:
             log.warning("the console's policy does not match its hash; not applied")
             return
         source = f"console:{held['floor']}"
-        if not self.agent.reload(text, source):
+        if not self._reload(text, source):
             self.rejected_hash = held["hash"]  # refused once; wait for a new one
         if self.heartbeat is not None:
             self.heartbeat.wake()  # report the hash in force at once
@@ -302,20 +318,20 @@ class Channel:
     def _execute(self, cmd: dict[str, Any]) -> dict[str, Any]:
         name, args = str(cmd["name"]), dict(cmd.get("args") or {})
         try:
-            result = self.agent.commands.run(name, args)
+            result = self.commands.run(name, args)
         except Exception as exc:
             log.exception("command handler failed", name=name)
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         if not isinstance(result, dict):
             result = {"ok": False, "error": f"handler returned {type(result).__name__}"}
-        self.agent.record(
+        self._record(
             "agent", "agent.command", "info" if result.get("ok") else "warning",
             {"id": int(cmd["id"]), "name": name, "args": summarize(args),
              "ok": bool(result.get("ok")), "result": summarize(result)}, wait=True)
         return result
 
     def _load_done(self) -> dict[int, dict[str, Any]]:
-        raw = self.agent.journal.get_meta(DONE_META)
+        raw = self.journal.get_meta(DONE_META)
         if not raw:
             return {}
         try:
@@ -324,4 +340,4 @@ class Channel:
             return {}
 
     def _save_done(self, done: dict[int, dict[str, Any]]) -> None:
-        self.agent.journal.set_meta(DONE_META, json.dumps({str(k): v for k, v in done.items()}))
+        self.journal.set_meta(DONE_META, json.dumps({str(k): v for k, v in done.items()}))

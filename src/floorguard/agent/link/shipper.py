@@ -20,17 +20,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 
 from floorguard import __version__
 from floorguard.agent.guarded import GuardedThread
-from floorguard.journal import JournalReader
-
-if TYPE_CHECKING:
-    from floorguard.agent.daemon import Agent
+from floorguard.config import AgentConfig
+from floorguard.journal import Journal, JournalReader
 
 log = structlog.get_logger("floorguard.link")
 
@@ -116,11 +114,16 @@ def make_client(config: Any, timeout: float = 10.0) -> Any:
 
 
 class Link:
-    def __init__(self, agent: Agent, *, batch: int = BATCH, max_backoff: float = 60.0,
+    """Ships ``journal`` to the console named in ``config``. ``state`` is the agent's
+    status dict, where the link reports itself (``link``, ``link_refused``)."""
+
+    def __init__(self, journal: Journal, config: AgentConfig, state: dict[str, Any], *,
+                 batch: int = BATCH, max_backoff: float = 60.0,
                  reader: Callable[[Path], JournalReader] = JournalReader):
-        self.agent = agent
+        self.journal = journal
+        self.state = state
         self._open_reader = reader
-        self.config = agent.config
+        self.config = config
         self.batch = batch
         self.max_backoff = max_backoff
         self._wake = threading.Event()
@@ -141,13 +144,13 @@ class Link:
             check_url(self.config.console_url, allow_insecure=self.config.allow_insecure_http)
         except LinkConfigError as exc:
             log.error("link disabled", error=str(exc))
-            self.agent.state["link"] = f"disabled: {exc}"
+            self.state["link"] = f"disabled: {exc}"
             return
         try:
             self.client = make_client(self.config)
         except Exception as exc:  # an unreadable ca_file: the agent runs on, journalling
             log.error("link disabled", error=f"{type(exc).__name__}: {exc}")
-            self.agent.state["link"] = f"disabled: {type(exc).__name__}: {exc}"
+            self.state["link"] = f"disabled: {type(exc).__name__}: {exc}"
             return
         # Guarded: a journal read or a set_meta that raises restarts the loop (counted, with
         # backoff) instead of ending the shipping for good.
@@ -174,11 +177,11 @@ class Link:
             return None
 
     def acked(self) -> int:
-        value = self.agent.journal.get_meta(ACKED)
+        value = self.journal.get_meta(ACKED)
         return int(value) if value else 0
 
     def pending(self) -> int:
-        return max(self.agent.journal.last_seq - self.acked(), 0)
+        return max(self.journal.last_seq - self.acked(), 0)
 
     def _backoff(self) -> float:
         return retry_delay(self.failures, self.pending(), self.fleet, self.drain_rate,
@@ -228,8 +231,8 @@ class Link:
                         log.warning("the console holds fewer records than it acknowledged "
                                     "before; sending them again", console_acked=acked,
                                     agent_acked=mark)
-                    self.agent.journal.set_meta(ACKED, str(min(acked,
-                                                               self.agent.journal.last_seq)))
+                    self.journal.set_meta(ACKED, str(min(acked,
+                                                               self.journal.last_seq)))
                 if acked == mark:
                     # No progress: do not resend the same batch in a tight loop.
                     self.failures += 1
@@ -281,7 +284,7 @@ class Link:
             del self.refused[old]
         log.error("the console refuses a journal record; it stays in the journal and the "
                   "others are sent on", seq=seq, kind=record.get("kind"), answer=why)
-        self.agent.state["link_refused"] = {str(k): v[:200] for k, v in
+        self.state["link_refused"] = {str(k): v[:200] for k, v in
                                             sorted(self.refused.items())[-10:]}
 
 
