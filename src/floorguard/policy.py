@@ -527,6 +527,7 @@ class Policy:
     source: str
     hash: str
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    text: str = ""  # what was parsed: a process that needs the policy parses it again
 
     def has(self, table: str) -> bool:
         return table in self.tables
@@ -682,7 +683,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         raise PolicyError(problems)
     _finish(tables)
     digest = hashlib.sha256(data).hexdigest()
-    return Policy(source=source, hash=digest, tables=tables)
+    return Policy(source=source, hash=digest, tables=tables, text=text)
 
 
 def _cross_checks(

@@ -54,22 +54,36 @@ import dataclasses
 import gc
 import json
 import os
-import queue
-import re
 import select
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from floorguard.agent.adapters.desktop import notify_user
+from floorguard.agent.adapters.sysfs_usb import (
+    SysfsUsb,
+    decimal,
+    devnum_of,
+    hexadecimal,
+    interface_slot,
+    is_root_hub,
+)
 from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
+from floorguard.agent.controls.usb.evidence import (
+    Evidence,
+    EvidenceWriter,
+    Known,
+    Notify,
+    Occasion,
+    decision_evidence,
+    describe,
+    notice,
+)
 from floorguard.agent.controls.usb.rules import (
     Decision,
     DescriptorError,
@@ -84,129 +98,18 @@ from floorguard.agent.controls.usb.rules import (
 )
 from floorguard.agent.guarded import GUARDS, GuardedThread
 from floorguard.journal import JournalError
-from floorguard.policy import Policy, UsbDeviceRule
+from floorguard.policy import Policy, parse_policy
 
 log = structlog.get_logger("floorguard.usb")
 
 PID_FILE = "usb-agent.pid"
-_INTERFACE_NAME = re.compile(r"^(?P<dev>[0-9.\-]+):(?P<cfg>\d+)\.(?P<num>\d+)$")
-RECEIVE_BUFFER = 64 * 1024 * 1024
 SWITCH_INTERVAL = 0.0002  # seconds
 MEMO_SIZE = 256  # plugged devices' judgements kept
 INVALID_DESCRIPTORS = "invalid_descriptors"
 BYPASS_RULE = "authorized_outside_floorguard"
 
-Notify = Callable[[str | None, str, str], Any]
 
 
-class SysfsUsb:
-    """The thin adapter over sysfs and libudev: enumerate, read, write, monitor."""
-
-    def __init__(self, sysfs_root: str = "/sys"):
-        import pyudev
-
-        self.pyudev = pyudev
-        self.context = pyudev.Context()
-        self.root = sysfs_root.rstrip("/") or "/"
-        self._udev_root = self.context.sys_path.rstrip("/")
-
-    def available(self) -> str | None:
-        """Why USB cannot be controlled here, or None."""
-        bus = Path(self.root) / "bus" / "usb"
-        if not bus.is_dir():
-            return f"{bus} does not exist: no USB support in this kernel or sysfs not mounted"
-        return None
-
-    def path(self, sys_path: str) -> str:
-        """libudev names devices under its /sys; map them to the configured sysfs root."""
-        if self.root == self._udev_root or not sys_path.startswith(self._udev_root):
-            return sys_path
-        return self.root + sys_path[len(self._udev_root):]
-
-    def usb_devices(self) -> list[Any]:
-        return list(self.context.list_devices(subsystem="usb", DEVTYPE="usb_device"))
-
-    def read(self, path: str, attr: str) -> str | None:
-        try:
-            raw = self._read(f"{path}/{attr}")
-        except OSError:
-            return None
-        return raw.decode("utf-8", "replace").strip()
-
-    def read_descriptors(self, path: str) -> bytes:
-        # Raw bytes: the attribute holds NULs, where libudev's attribute getter stops.
-        return self._read(f"{path}/descriptors")
-
-    @staticmethod
-    def _read(name: str) -> bytes:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
-
-    def write(self, path: str, attr: str, value: str) -> None:
-        # One open and one write, as the kernel's attribute store expects; no O_TRUNC
-        # (meaningless on sysfs, and a costly path under umockdev).
-        fd = os.open(f"{path}/{attr}", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, value.encode("ascii"))
-        finally:
-            os.close(fd)
-
-    def interfaces(self, path: str) -> list[tuple[int, int, str]]:
-        """(configuration, interface number, path) of the interfaces sysfs has now."""
-        out = []
-        try:
-            names = os.listdir(path)
-        except OSError:
-            return []
-        for name in names:
-            m = _INTERFACE_NAME.match(name)
-            if m:
-                out.append((int(m["cfg"]), int(m["num"]), f"{path}/{name}"))
-        return sorted(out)
-
-    def monitor(self) -> Any:
-        mon = self.pyudev.Monitor.from_netlink(self.context, source="kernel")
-        mon.filter_by("usb")
-        mon.filter_by("block")
-        try:
-            # A burst of plugs (a hub full of devices) must not overflow the socket.
-            mon.set_receive_buffer_size(RECEIVE_BUFFER)
-        except OSError as exc:
-            log.warning("could not enlarge the uevent receive buffer", error=str(exc))
-        return mon
-
-
-@dataclass
-class Known:
-    """What the control decided about a device it has seen."""
-
-    path: str
-    devnum: int | None  # the kernel's device number: a re-plug gets a new one
-    identity: Identity
-    recognition: Recognition
-    decision: Decision
-    authorized: bool  # what floorguard left the device at
-
-    @property
-    def keyboard(self) -> bool:
-        return self.recognition.keyboard
-
-
-@dataclass
-class _Evidence:
-    kind: str
-    severity: str
-    details: dict[str, Any]
-    notify: tuple[str, str] | None = None  # title, body for the operator
-
-
-_STOP: Any = object()
 
 
 class UsbDecider(Control):
@@ -227,10 +130,9 @@ class UsbDecider(Control):
         self._parsed: dict[bytes, Descriptors] = {}
         self._decided: dict[tuple[Any, ...], tuple[Recognition, Decision]] = {}
         self._lock = threading.RLock()
-        self._evidence: queue.Queue[Any] = queue.Queue()
         self._monitor: Any = None
         self._thread: GuardedThread | None = None
-        self._writer: GuardedThread | None = None
+        self._writer: EvidenceWriter | None = None
         self._wake_r, self._wake_w = -1, -1
         self._stopping = threading.Event()
         self.decisions = 0
@@ -252,8 +154,8 @@ class UsbDecider(Control):
         # hand-over; everything else when a decider runs inside the agent) sit between a
         # uevent and its decision.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        self._writer = GuardedThread("usb-evidence", self._evidence_loop,
-                                     stop=self._stopping)
+        self._writer = EvidenceWriter(self.record, self.notify, self.ctx.operator.current,
+                                      self._stopping)
         self._writer.start()
         try:
             # Listen before looking: a device plugged while the present ones are judged
@@ -261,7 +163,7 @@ class UsbDecider(Control):
             self._monitor = self.adapter.monitor()
             self._monitor.start()
             self._deny_by_default()
-            self._reconcile(present=True, changes_only=False)
+            self._reconcile(Occasion.PRESENT)
             self._wake_r, self._wake_w = os.pipe()
             self._thread = GuardedThread("usb-monitor", self._monitor_loop,
                                          stop=self._stopping)
@@ -276,7 +178,7 @@ class UsbDecider(Control):
         super().apply_policy(policy)
         with self._lock:
             self._set_rules(policy)
-            self._reconcile(present=True, changes_only=True)
+            self._reconcile(Occasion.RELOADED)
 
     def _set_rules(self, policy: Policy) -> None:
         self.rules = UsbRules.from_table(policy.get("usb"))
@@ -291,9 +193,8 @@ class UsbDecider(Control):
                 os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join(5)
-        self._evidence.put(_STOP)
         if self._writer is not None:
-            self._writer.join(15)
+            self._writer.stop(15)
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -316,8 +217,8 @@ class UsbDecider(Control):
                     continue
                 if adapter.read(known.path, "authorized") == "1":
                     self._set(known.path, "0")
-                    self._emit(_Evidence("usb.blocked", "violation", {
-                        **self._describe(known), "rule": BYPASS_RULE,
+                    self._emit(Evidence("usb.blocked", "violation", {
+                        **describe(known), "rule": BYPASS_RULE,
                         "reason": "the device was authorized outside floorguard; "
                                   "de-authorized again"}))
 
@@ -385,19 +286,19 @@ class UsbDecider(Control):
         adapter = self._adapter()
         path = adapter.path(sys_path)
         name = sys_path.rpartition("/")[2]
-        if _is_root_hub(name):
+        if is_root_hub(name):
             self._deny_hub(path)
             return
         with self._lock:
             known = self.known.get(path)
-            if known is not None and known.devnum == _devnum(
+            if known is not None and known.devnum == devnum_of(
                     device.properties.get("DEVNUM") or adapter.read(path, "devnum")):
                 return  # already judged while the present devices were reconciled
-            self._decide(path, name, present=False)
+            self._decide(path, name, Occasion.PLUGGED)
 
-    def _decide(self, path: str, port: str, *, present: bool,
-                changes_only: bool = False) -> Known:
+    def _decide(self, path: str, port: str, occasion: Occasion) -> Known:
         adapter = self._adapter()
+        present = occasion.present
         rules = self.rules
         if present and rules.new_keyboard == "block":
             # Never lock out the keyboard the operator is typing on: at start a second
@@ -444,14 +345,15 @@ class UsbDecider(Control):
             else adapter.read(path, "serial"),
             manufacturer=adapter.read(path, "manufacturer"),
             product_name=adapter.read(path, "product"))
-        known = Known(path, _devnum(adapter.read(path, "devnum")), ident, recognition,
+        known = Known(path, devnum_of(adapter.read(path, "devnum")), ident, recognition,
                       decision, authorized)
         self.known[path] = known
         self.decisions += 1
-        if changes_only and previous is not None and previous.decision == decision:
+        if (occasion is Occasion.RELOADED and previous is not None
+                and previous.decision == decision):
             return known
-        self._emit(self._evidence_for(known, present=present,
-                                      previous=previous.decision if previous else None))
+        self._emit(decision_evidence(self.rules, known, occasion,
+                                     previous.decision if previous else None))
         return known
 
     def _remember(self, raw: bytes, desc: Descriptors, key: tuple[Any, ...],
@@ -497,8 +399,8 @@ class UsbDecider(Control):
     def _interface_added(self, device: Any) -> None:
         """Interfaces appear once the kernel configures an authorized device (and again
         when software switches configuration): authorize the allowed ones."""
-        m = _INTERFACE_NAME.match(device.sys_name)
-        if not m:
+        slot = interface_slot(device.sys_name)
+        if slot is None:
             return
         adapter = self._adapter()
         ipath = adapter.path(device.sys_path)
@@ -507,7 +409,7 @@ class UsbDecider(Control):
             if known is None or not known.authorized:
                 return
             allowed = (self.rules.mode == "audit"
-                       or (int(m["cfg"]), int(m["num"])) in known.decision.allowed_interfaces)
+                       or slot in known.decision.allowed_interfaces)
             if allowed and adapter.read(ipath, "authorized") != "1":
                 self._set(ipath, "1")
 
@@ -517,8 +419,8 @@ class UsbDecider(Control):
             known = self.known.pop(path, None)
         if known is None:
             return
-        self._emit(_Evidence("usb.removed", "info", {
-            **self._describe(known), "verdict": known.decision.verdict,
+        self._emit(Evidence("usb.removed", "info", {
+            **describe(known), "verdict": known.decision.verdict,
             "rule": known.decision.rule}))
 
     def _block_added(self, device: Any) -> None:
@@ -528,8 +430,7 @@ class UsbDecider(Control):
         adapter = self._adapter()
         ppath = adapter.path(parent.sys_path)
         iface = device.find_parent("usb", "usb_interface")
-        m = _INTERFACE_NAME.match(iface.sys_name) if iface is not None else None
-        slot = (int(m["cfg"]), int(m["num"])) if m else None
+        slot = interface_slot(iface.sys_name) if iface is not None else None
         with self._lock:
             known = self.known.get(ppath)
             if known is not None and slot in known.decision.allowed_interfaces:
@@ -557,17 +458,17 @@ class UsbDecider(Control):
                            "floorguard never authorized"),
             }
             if known is not None:
-                details.update(self._describe(known))
-        self._emit(_Evidence("usb.blocked", "violation", details,
-                             notify=None if audit else self._notice(details)))
+                details.update(describe(known))
+        self._emit(Evidence("usb.blocked", "violation", details,
+                             notify=None if audit else notice(self.rules, details)))
 
-    def _reconcile(self, *, present: bool, changes_only: bool) -> None:
+    def _reconcile(self, occasion: Occasion) -> None:
         adapter = self._adapter()
-        devices = [d for d in adapter.usb_devices() if not _is_root_hub(d.sys_name)]
+        devices = [d for d in adapter.usb_devices() if not is_root_hub(d.sys_name)]
 
         def order(d: Any) -> tuple[int, int, str]:
             p = adapter.path(d.sys_path)
-            return (_int(adapter.read(p, "busnum")), _int(adapter.read(p, "devnum")),
+            return (decimal(adapter.read(p, "busnum")), decimal(adapter.read(p, "devnum")),
                     d.sys_name)
 
         with self._lock:
@@ -576,7 +477,7 @@ class UsbDecider(Control):
                 path = adapter.path(d.sys_path)
                 seen.add(path)
                 try:
-                    self._decide(path, d.sys_name, present=present, changes_only=changes_only)
+                    self._decide(path, d.sys_name, occasion)
                 except Exception:
                     log.exception("judging a present USB device failed", path=path)
             for gone in set(self.known) - seen:
@@ -587,7 +488,7 @@ class UsbDecider(Control):
     def _deny_by_default(self) -> None:
         adapter = self._adapter()
         for d in adapter.usb_devices():
-            if _is_root_hub(d.sys_name):
+            if is_root_hub(d.sys_name):
                 self._deny_hub(adapter.path(d.sys_path))
 
     def _deny_hub(self, path: str) -> None:
@@ -607,7 +508,8 @@ class UsbDecider(Control):
         if desc is not None:
             vendor, product = desc.device.vendor, desc.device.product
         else:
-            vendor, product = _hex(read(path, "idVendor")), _hex(read(path, "idProduct"))
+            vendor = hexadecimal(read(path, "idVendor"))
+            product = hexadecimal(read(path, "idProduct"))
         # The serial is read before the decision only when a device rule needs it.
         vid, pid = f"{vendor:04x}", f"{product:04x}"
         wanted = any(r.serial is not None and r.vendor == vid and r.product == pid
@@ -624,90 +526,14 @@ class UsbDecider(Control):
                 out[(cfg, num)] = name
         return out
 
-    def _describe(self, known: Known) -> dict[str, Any]:
-        ident = known.identity
-        return {
-            "device": ident.port, "port": ident.port, "id": ident.id,
-            "vendor": f"{ident.vendor:04x}", "product": f"{ident.product:04x}",
-            "serial": ident.serial, "manufacturer": ident.manufacturer,
-            "product_name": ident.product_name,
-            "recognition": known.recognition.kind,
-            "functions": list(known.recognition.functions),
-            "interfaces": [i.as_event() for i in known.decision.interfaces],
-        }
-
-    def _evidence_for(self, known: Known, *, present: bool,
-                      previous: Decision | None) -> _Evidence:
-        d = known.decision
-        audit = self.rules.mode == "audit"
-        details = {
-            **self._describe(known), "verdict": d.verdict, "rule": d.rule,
-            "mode": self.rules.mode, "authorized": known.authorized, "present": present,
-        }
-        if d.reason:
-            details["reason"] = d.reason
-        if d.new_keyboard:
-            details["new_keyboard"] = True
-        if previous is not None:
-            details["previous"] = {"verdict": previous.verdict, "rule": previous.rule}
-        if d.verdict == "blocked":
-            if audit:
-                details["action"] = "none (audit mode)"
-            return _Evidence("usb.blocked", "violation", details,
-                             notify=None if audit else self._notice(details))
-        if d.verdict == "partial":
-            details["blocked_interfaces"] = [i.as_event() for i in d.blocked_interfaces]
-            return _Evidence("usb.allowed", "warning", details)
-        return _Evidence("usb.allowed", "warning" if d.new_keyboard else "info", details)
-
-    def _notice(self, details: dict[str, Any]) -> tuple[str, str] | None:
-        if not self.rules.notify:
-            return None
-        what = details.get("product_name") or details.get("id") or "a USB device"
-        return ("USB device blocked",
-                f"The floor policy blocked {what} ({details.get('recognition', 'device')}) "
-                f"on port {details.get('port')}. This has been recorded.")
-
-    def _emit(self, evidence: _Evidence) -> None:
-        self._evidence.put(evidence)
-
-    def _evidence_loop(self) -> None:
-        while True:
-            item = self._evidence.get()
-            if item is _STOP:
-                return
-            if isinstance(item, _Marker):
-                item.done.set()
-                continue
-            try:
-                self._record(item)
-            except Exception:
-                log.exception("recording a USB decision failed")
-
-    def _record(self, ev: _Evidence) -> None:
-        try:
-            # Warnings and violations return only once durable (the journal's rule).
-            self.record(ev.kind, ev.severity, ev.details)
-        except JournalError as exc:
-            log.error("USB decision not recorded; the device stays as decided",
-                      kind=ev.kind, port=ev.details.get("port"), error=str(exc))
-            return
-        log.debug("usb decision", kind=ev.kind, severity=ev.severity,
-                 port=ev.details.get("port"), id=ev.details.get("id"),
-                 rule=ev.details.get("rule"))
-        if ev.notify is not None:
-            user = self.ctx.operator.current()
-            try:
-                self.notify(user, *ev.notify)
-            except Exception:
-                log.exception("notifying the operator failed", user=user)
+    def _emit(self, evidence: Evidence) -> None:
+        assert self._writer is not None
+        self._writer.emit(evidence)
 
     def drain(self, timeout: float = 10.0) -> None:
         """Wait until every decision so far is recorded (tests and shutdown use it)."""
-        marker = _Marker(threading.Event())
-        self._evidence.put(marker)
-        if not marker.done.wait(timeout):
-            raise TimeoutError("USB decisions were not recorded in time")
+        if self._writer is not None:
+            self._writer.drain(timeout)
 
     # -- the udev helper hand-over ---------------------------------------------------
 
@@ -732,36 +558,6 @@ class UsbDecider(Control):
             if path.read_text(encoding="ascii").strip() == str(os.getpid()):
                 path.unlink()
 
-
-@dataclass
-class _Marker:
-    done: threading.Event
-
-
-def _is_root_hub(sys_name: str) -> bool:
-    return sys_name.startswith("usb")
-
-
-def _devnum(text: str | None) -> int | None:
-    """The device number from sysfs (``5``) or a uevent (``DEVNUM=005``)."""
-    try:
-        return int(text) if text else None
-    except ValueError:
-        return None
-
-
-def _int(text: str | None) -> int:
-    try:
-        return int(text or "0")
-    except ValueError:
-        return 0
-
-
-def _hex(text: str | None) -> int:
-    try:
-        return int(text or "0", 16)
-    except ValueError:
-        return 0
 
 
 # --- the agent side: decisions run in their own process -----------------------------------
@@ -936,16 +732,15 @@ WORKER_START_TIMEOUT = 30.0
 
 
 def _policy_message(policy: Policy) -> dict[str, Any]:
-    table = dict(policy.get("usb"))
-    table["device"] = [dataclasses.asdict(r) for r in table.get("device", ())]
-    return {"usb": table, "source": policy.source, "hash": policy.hash}
+    """The policy as the worker gets it: its text, parsed there again by the same parser
+    (so no hand-written serialisation of a Policy can drift from it)."""
+    return {"text": policy.text, "source": policy.source}
 
 
 def _policy_from_message(msg: dict[str, Any]) -> Policy:
-    table = dict(msg["usb"])
-    table["device"] = tuple(UsbDeviceRule(**d) for d in table.get("device", ()))
-    return Policy(source=str(msg.get("source", "")), hash=str(msg.get("hash", "")),
-                  tables={"usb": table})
+    # The agent sent a policy it has already accepted; a failure here is a bug, and the
+    # worker then refuses to start (USB stays deny-by-default).
+    return parse_policy(str(msg["text"]), str(msg.get("source", "")))
 
 
 def worker_main() -> int:
