@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from floorguard.agent.adapters.logind import Inhibitor
-from floorguard.agent.controls.idle.control import (
+from floorguard.agent.controls.idle.rules import (
     IdleLimits,
     affected_by,
     hint_is_stale,

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from floorguard.agent.adapters.mountinfo import Mount, judge_mount, mount_class, parse_mountinfo
-from floorguard.agent.controls.files.control import containing, flag_match, glob_scaffold
-from floorguard.agent.controls.network.control import (
-    egress_allowed,
-    interface_allowed,
-    outbound,
-    parse_proc_net_tcp,
+from floorguard.agent.adapters.mountinfo import Mount, parse_mountinfo
+from floorguard.agent.controls.files.rules import (
+    containing,
+    flag_match,
+    glob_scaffold,
+    judge_mount,
+    mount_class,
 )
-from floorguard.agent.controls.processes.control import ProcessRules, forbidden, scan_plan
+from floorguard.agent.controls.network.control import parse_proc_net_tcp
+from floorguard.agent.controls.network.rules import egress_allowed, interface_allowed, outbound
+from floorguard.agent.controls.processes.rules import ProcessRules, forbidden, scan_plan
 from floorguard.policy import EgressRule, PolicyError, load_policy, parse_policy
 
 MOUNTINFO = """\

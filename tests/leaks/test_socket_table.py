@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
-from floorguard.agent.controls.network.control import outbound, read_tcp, socket_owners
+from floorguard.agent.controls.network.control import read_tcp, socket_owners
+from floorguard.agent.controls.network.rules import outbound
 
 
 def test_connections_are_read_with_their_inode_and_known_ones_are_not_parsed_again() -> None:

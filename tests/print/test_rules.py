@@ -8,7 +8,7 @@ import pytest
 
 from floorguard.agent.adapters import cups
 from floorguard.agent.adapters.cups import IppError, decode_response, encode_request, job_from_attrs
-from floorguard.agent.controls.print.control import (
+from floorguard.agent.controls.print.rules import (
     PrintRules,
     auto_release,
     cupsd_policy_problems,

@@ -8,10 +8,9 @@ periodic check as well, in case a notice is ever lost.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import select
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,22 +21,6 @@ from floorguard.agent.guarded import GuardedThread
 log = structlog.get_logger("floorguard.files")
 
 MOUNTINFO = "/proc/self/mountinfo"
-
-# File systems whose data lives on another machine.
-NETWORK_FS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "ncpfs",
-    "coda", "lustre", "davfs", "ocfs2", "gfs2",
-})
-# FUSE file systems that are network clients whatever their subtype says.
-NETWORK_FUSE = frozenset({
-    "sshfs", "davfs2", "rclone", "s3fs", "gcsfuse", "curlftpfs", "goofys", "smbnetfs",
-    "onedriver", "google-drive-ocamlfuse", "dropbox",
-})
-# Kernel-internal file systems that are never a way out.
-PSEUDO_FS = frozenset({"fusectl"})
-
-# Classes of mount that are a way for data to leave the PC.
-EXIT_CLASSES = ("network", "fuse", "removable", "block", "removable-root")
 
 
 @dataclass(frozen=True)
@@ -82,63 +65,6 @@ def parse_mountinfo(text: str) -> list[Mount]:
         except (ValueError, IndexError):
             continue
     return mounts
-
-
-def under(path: str, root: str) -> bool:
-    """Whether ``path`` is ``root`` or inside it (plain path logic, no symlinks)."""
-    root = root.rstrip("/") or "/"
-    return path == root or path.startswith(root if root == "/" else root + "/")
-
-
-def path_matches(path: str, pattern: str) -> bool:
-    """A mount point against an ``approved_mounts`` entry: the glob itself or below it."""
-    pattern = pattern.rstrip("/") or "/"
-    return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, pattern + "/*")
-
-
-def mount_class(mount: Mount, removable_roots: Iterable[str],
-                block_removable: Callable[[str], bool]) -> str | None:
-    """What kind of way out a mount is, or None for one that is not a way out.
-
-    ``network`` (NFS, CIFS, sshfs...), ``fuse`` (any other FUSE file system: it can be
-    anything, including a network client), ``removable`` (a block device the kernel calls
-    removable or that hangs off USB), ``block`` (any other block device), and
-    ``removable-root`` (anything mounted under a policy ``removable`` root).
-    """
-    fstype = mount.fstype
-    if fstype in PSEUDO_FS:
-        return None
-    if fstype in NETWORK_FS:
-        return "network"
-    if fstype.startswith("fuse"):
-        subtype = fstype.partition(".")[2]
-        if subtype in NETWORK_FUSE or os.path.basename(mount.source) in NETWORK_FUSE:
-            return "network"
-        return "fuse"
-    major = mount.device.split(":")[0]
-    if mount.source.startswith("/dev/") and major not in ("0", ""):
-        return "removable" if block_removable(mount.device) else "block"
-    if any(under(mount.point, root) for root in removable_roots):
-        return "removable-root"
-    return None
-
-
-def judge_mount(mount: Mount, cls: str | None, *, present_at_start: bool,
-                approved: Iterable[str]) -> bool:
-    """Whether a mount is a ``files.mounted`` violation.
-
-    Mounts found when the agent starts are judged too (as USBGuard judges devices present
-    at start), except the PC's own fixed disks and what sits under the removable roots
-    (those roots are exits whatever is mounted there). Anything mounted later is judged
-    whatever its class. Mount points matching ``approved_mounts`` are never violations.
-    """
-    if cls is None:
-        return False
-    if any(path_matches(mount.point, pat) for pat in approved):
-        return False
-    if present_at_start:
-        return cls in ("network", "fuse", "removable")
-    return True
 
 
 def block_removable(device: str, sys_root: str = "/sys") -> bool:

@@ -46,7 +46,6 @@ control blocks the device itself).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import glob
 import hashlib
 import os
@@ -80,13 +79,18 @@ from floorguard.agent.adapters.mountinfo import (
     Mount,
     MountWatcher,
     block_removable,
+    read_mounts,
+)
+from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
+from floorguard.agent.controls.files.rules import (
+    FilesSettings,
+    containing,
+    flag_match,
+    glob_scaffold,
     judge_mount,
     mount_class,
     path_matches,
-    read_mounts,
-    under,
 )
-from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
 from floorguard.agent.guarded import GUARDS, GuardedThread
 from floorguard.events import rfc3339
 from floorguard.policy import Policy
@@ -98,56 +102,9 @@ CLOSE_SETTLE = 0.2  # seconds a closed file must stay untouched before it is jud
 TREE_LIMIT = 10000  # files judged from one directory moved in whole
 SEEN_FILE = "files-seen.bin"
 SEEN_LIMIT = 200_000  # files remembered across restarts (16 bytes each on disk)
-_MAGIC = set("*?[")
-
-
-@dataclass(frozen=True)
-class FilesSettings:
-    removable: tuple[str, ...] = ()
-    watch: tuple[str, ...] = ()
-    flag: tuple[str, ...] = ()
-    approved_mounts: tuple[str, ...] = ()
-    hash_limit: int = 256 * 1024 * 1024
-
-    @classmethod
-    def from_policy(cls, policy: Policy) -> FilesSettings:
-        t = policy.get("files")
-        return cls(removable=tuple(os.path.normpath(p) for p in t.get("removable", ())),
-                   watch=tuple(t.get("watch", ())), flag=tuple(t.get("flag", ())),
-                   approved_mounts=tuple(t.get("approved_mounts", ())),
-                   hash_limit=int(t.get("hash_limit", cls.hash_limit)))
 
 
 # --- pure decisions -----------------------------------------------------------------------
-
-
-def flag_match(name: str, patterns: tuple[str, ...]) -> str | None:
-    """The first ``flag`` pattern the file name matches (case-insensitive), or None."""
-    low = name.lower()
-    for pat in patterns:
-        if fnmatch.fnmatchcase(low, pat.lower()):
-            return pat
-    return None
-
-
-def containing(path: str, roots: frozenset[str]) -> str | None:
-    """The innermost of ``roots`` that holds ``path``."""
-    best = None
-    for root in roots:
-        if under(path, root) and (best is None or len(root) > len(best)):
-            best = root
-    return best
-
-
-def glob_scaffold(pattern: str) -> list[str]:
-    """The globs of the folders on the way to ``pattern``'s matches, from the parent of its
-    first wildcard part: ``/home/*/Desktop`` -> ``["/home", "/home/*"]``. Watching these
-    (not recursively) shows a new home folder, or a new Desktop in it, the moment it
-    appears."""
-    parts = pattern.rstrip("/").split("/")
-    first = next((i for i, p in enumerate(parts) if _MAGIC & set(p)), len(parts) - 1)
-    start = max(first, 2)  # never watch "/" itself
-    return ["/".join(parts[:i]) for i in range(start, len(parts))]
 
 
 def expand_dirs(patterns: tuple[str, ...]) -> set[str]:

@@ -1,0 +1,85 @@
+"""The idle control's rules: how idle a session is by each witness, what stage that
+means (warn, lock) and which doors a lock goes through. Plain functions on plain data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from floorguard.agent.adapters.logind import Inhibitor
+from floorguard.policy import Policy
+
+X_INPUT_TOLERANCE_MS = 100  # jitter between the X server reading its clock and ours
+
+# The doors a lock request can go through, tried in this order (then round again).
+LOCK_SESSION = "LockSession"
+SESSION_LOCK = "Session.Lock"
+LOGINCTL = "loginctl"
+XDG_SCREENSAVER = "xdg-screensaver"
+
+
+@dataclass(frozen=True)
+class IdleLimits:
+    """The ``[idle]`` policy table, in seconds."""
+
+    lock_after: float
+    warn_after: float | None = None
+    verify_within: float = 5.0
+    retry_every: float = 10.0
+    suspend_after: float | None = None
+    inhibitors: str = "ignore"
+    stale_hint_after: float = 3600.0
+    notify: bool = True
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> IdleLimits:
+        t = policy.get("idle")
+        return cls(lock_after=float(t["lock_after"]), warn_after=t.get("warn_after"),
+                   verify_within=float(t.get("verify_within", 5.0)),
+                   retry_every=float(t.get("retry_every", 10.0)),
+                   suspend_after=t.get("suspend_after"),
+                   inhibitors=str(t.get("inhibitors", "ignore")),
+                   stale_hint_after=float(t.get("stale_hint_after", 3600.0)),
+                   notify=bool(t.get("notify", True)))
+
+
+def idle_stage(idle_for: float, limits: IdleLimits) -> str:
+    """``active``, ``warn`` or ``lock`` for a session idle ``idle_for`` seconds."""
+    if idle_for >= limits.lock_after:
+        return "lock"
+    if limits.warn_after is not None and idle_for >= limits.warn_after:
+        return "warn"
+    return "active"
+
+
+def x_input_between(prev_ms: int, prev_at: float, ms: int, at: float,
+                    tolerance_ms: int = X_INPUT_TOLERANCE_MS) -> bool:
+    """Whether there was input on the display between two readings of its idle counter:
+    without input the counter grows by the (real, monotonic) time that passed, so any
+    reading short of that means it was reset."""
+    expected = prev_ms + (at - prev_at) * 1000.0
+    return ms + tolerance_ms < expected
+
+
+def hint_is_stale(*, hint_idle: bool, hint_true_at: float | None, x_since: float | None,
+                  now: float, limit: float) -> bool:
+    """The desktop does not maintain IdleHint: X has seen no input for ``limit`` seconds
+    and the hint has not once been true in all that time."""
+    if hint_idle or x_since is None or now - x_since < limit:
+        return False
+    return hint_true_at is None or hint_true_at < x_since
+
+
+def lock_doors(session_type: str) -> list[str]:
+    """The ways to ask a session to lock, first choice first."""
+    doors = [LOCK_SESSION, SESSION_LOCK, LOGINCTL]
+    if session_type == "x11":
+        doors.append(XDG_SCREENSAVER)
+    return doors
+
+
+def affected_by(inhibitor: Inhibitor, uid: int) -> bool:
+    """An idle inhibitor held by the session's user, or by a system process (root)."""
+    return inhibitor.blocks_idle and inhibitor.uid in (uid, 0)
+
+
