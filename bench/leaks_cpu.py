@@ -15,7 +15,7 @@
    connections (10 of them outside the egress allow-list), so that other work on the
    benchmarking machine neither shows in /proc nor in the connection table. ``--host``
    runs them in this machine's own namespaces instead, with whatever else it is doing.
-2. Kill time. An agent with ``action = "kill"`` and the default ``scan_interval``; a
+2. Kill time. An agent with ``action = "kill"`` and the default ``check_interval``; a
    forbidden program is started ``--kill-runs`` times at random phases of the scan cycle,
    and the time from starting it to its death (seen by ``waitpid``) is measured.
 """
@@ -217,14 +217,14 @@ def cpu_host(work: Path, duration: float, processes: int, warmup: float) -> None
             s.wait()
 
 
-def kill_time(work: Path, runs: int, scan_interval: str) -> None:
+def kill_time(work: Path, runs: int, check_interval: str) -> None:
     work.mkdir(parents=True)
     prog = _unique_program(work, "fgbenchobs" + secrets.token_hex(2))
     policy = work / "killer.toml"
     policy.write_text(f'[processes]\nforbid = ["{prog.name}"]\naction = "kill"\n'
-                      f'scan_interval = "{scan_interval}"\n')
+                      f'check_interval = "{check_interval}"\n')
     agent = AgentProcess(work / "killer", policy, seat="BENCH-killer").start()
-    period = parse_duration(scan_interval)
+    period = parse_duration(check_interval)
     times = []
     try:
         wait_until(lambda: _ready(agent.log), 60, 0.2, "the agent to be ready")
@@ -247,7 +247,7 @@ def kill_time(work: Path, runs: int, scan_interval: str) -> None:
     finally:
         agent.stop()
     q = statistics.quantiles(times, n=20, method="inclusive")
-    print(f"start of a forbidden program to its death, scan_interval {scan_interval}, "
+    print(f"start of a forbidden program to its death, check_interval {check_interval}, "
           f"{runs} runs:")
     print(f"  p50 {statistics.median(times) * 1000:.0f} ms, p95 {q[18] * 1000:.0f} ms, "
           f"max {max(times) * 1000:.0f} ms; processes.killed events: {len(killed)}")
@@ -262,7 +262,7 @@ def main() -> int:
     ap.add_argument("--host", action="store_true",
                     help="measure CPU in this machine's own namespaces")
     ap.add_argument("--kill-runs", type=int, default=20, help="kill-time samples (20)")
-    ap.add_argument("--scan-interval", default="1s", help='processes.scan_interval ("1s")')
+    ap.add_argument("--scan-interval", default="1s", help='processes.check_interval ("1s")')
     ap.add_argument("--skip-cpu", action="store_true", help="only measure the kill time")
     ap.add_argument("--skip-kill", action="store_true", help="only measure CPU")
     args = ap.parse_args()
@@ -273,7 +273,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fgbench-") as tmp:
         work = Path(tmp)
         if not args.skip_kill:
-            kill_time(work / "kill", args.kill_runs, args.scan_interval)
+            kill_time(work / "kill", args.kill_runs, args.check_interval)
         if not args.skip_cpu:
             run = cpu_host if args.host else cpu_private
             run(work / "cpu", args.duration, args.processes, args.warmup)

@@ -39,7 +39,7 @@ flag = ["*.csv", "*.xlsx"]
 [processes]
 forbid = ["{recorder}"]
 action = "kill"
-scan_interval = "500ms"
+check_interval = "500ms"
 """
 
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_DEPTH",
@@ -171,7 +174,7 @@ def _abs_path(v: Any) -> str:
     s = _string(v)
     if not s.startswith("/"):
         raise _Bad(f'expected an absolute path, got "{s}"')
-    return s
+    return os.path.normpath(s)
 
 
 def _glob(v: Any) -> str:
@@ -255,13 +258,6 @@ def _list(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
 
 
 @dataclass(frozen=True)
-class _Key:
-    convert: Callable[[Any], Any]
-    default: Any = None
-    required: bool = False
-
-
-@dataclass(frozen=True)
 class UsbDeviceRule:
     id: str
     verdict: str
@@ -293,75 +289,163 @@ class EgressRule:
     note: str = ""
 
 
-_SCHEMA: dict[str, dict[str, _Key]] = {
-    "floor": {
-        "name": _Key(_string, ""),
-        "max_operators_per_sv": _Key(_int(1), None),
-        "timezone": _Key(_timezone, "Asia/Tokyo"),
-        "idle_unlocked_after": _Key(_duration, 300.0),
-    },
-    "agent": {
-        "heartbeat_interval": _Key(_duration, 30.0),
-    },
-    "usb": {
-        "mode": _Key(_choice("enforce", "audit"), "enforce"),
-        "allow": _Key(_list(_usb_pattern), ()),
-        "block": _Key(_list(_usb_pattern), ()),
-        "default": _Key(_choice("allow", "block"), "block"),
-        "new_keyboard": _Key(_choice("warn", "block", "allow"), "warn"),
-        "notify": _Key(_bool, True),
-    },
-    "usb.device": {
-        "id": _Key(_usb_id, required=True),
-        "verdict": _Key(_choice("allow", "block"), required=True),
-        "port": _Key(_usb_port, None),
-        "note": _Key(_string, ""),
-    },
-    "idle": {
-        "warn_after": _Key(_duration, None),
-        "lock_after": _Key(_duration, required=True),
-        "verify_within": _Key(_duration, 5.0),
-        "retry_every": _Key(_duration, 10.0),
-        "suspend_after": _Key(_duration, None),
-        "inhibitors": _Key(_choice("ignore", "respect"), "ignore"),
-        "stale_hint_after": _Key(_duration, 3600.0),
-        "notify": _Key(_bool, True),
-    },
-    "print": {
-        "approval": _Key(_choice("required", "off"), "required"),
-        "queues": _Key(_list(_glob), ("*",)),
-        "exempt": _Key(_list(_glob), ()),
-        "expire_after": _Key(_duration, 1800.0),
-        "note_above_pages": _Key(_int(1), None),
-        "check_interval": _Key(_duration, 2.0),
-    },
-    "files": {
-        "removable": _Key(_list(_abs_path), ()),
-        "watch": _Key(_list(_abs_glob), ()),
-        "flag": _Key(_list(_name_glob), ()),
-        "approved_mounts": _Key(_list(_abs_glob), ()),
-        "hash_limit": _Key(_int(0), 256 * 1024 * 1024),
-    },
-    "processes": {
-        "forbid": _Key(_list(_string), ()),
-        "forbid_paths": _Key(_list(_abs_glob), ()),
-        "forbid_sha256": _Key(_list(_sha256), ()),
-        "action": _Key(_choice("kill", "report"), "report"),
-        "scan_interval": _Key(_duration, 1.0),
-        "full_scan_interval": _Key(_duration, 30.0),
-    },
-    "network": {
-        "interfaces": _Key(_list(_glob), ("lo",)),
-        "check_interval": _Key(_duration, 5.0),
-    },
-    "network.egress": {
-        "net": _Key(_network, required=True),
-        "ports": _Key(_list(_port), ()),
-        "note": _Key(_string, ""),
-    },
+# --- the tables: one declaration each -------------------------------------------------------
+#
+# Each policy table is one frozen dataclass: its fields are the table's keys, each field's
+# default is the key's default, and ``setting`` names the converter that checks a value
+# from the file. The parser's schema, the controls' settings and the generated reference
+# all come from these declarations, so a default is written exactly once.
+
+_REQUIRED: Any = None  # the placeholder default of a required key (the parser insists)
+
+
+def setting(convert: Callable[[Any], Any], default: Any = None, *,
+            required: bool = False) -> Any:
+    """A policy key: ``convert`` checks and converts the file's value."""
+    return field(default=_REQUIRED if required else default,
+                 metadata={"convert": convert, "required": required})
+
+
+def _rules(default: Any = ()) -> Any:
+    """An array of tables (``[[usb.device]]``), turned into rule objects by the parser."""
+    return field(default=default, metadata={"array": True})
+
+
+@dataclass(frozen=True)
+class FloorSettings:
+    """``[floor]``: the floor's name, its SV ratio and its time zone."""
+
+    name: str = setting(_string, "")
+    max_operators_per_sv: int | None = setting(_int(1), None)
+    timezone: str = setting(_timezone, "Asia/Tokyo")
+    idle_unlocked_after: float = setting(_duration, 300.0)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """``[agent]``: how the agent talks to the console."""
+
+    heartbeat_interval: float = setting(_duration, 30.0)
+
+
+@dataclass(frozen=True)
+class UsbDeviceSettings:
+    """``[[usb.device]]``: one device decided whole."""
+
+    id: str = setting(_usb_id, required=True)
+    verdict: str = setting(_choice("allow", "block"), required=True)
+    port: str | None = setting(_usb_port, None)
+    note: str = setting(_string, "")
+
+
+@dataclass(frozen=True)
+class UsbSettings:
+    """``[usb]``: which interfaces are allowed, and what happens to the rest."""
+
+    mode: str = setting(_choice("enforce", "audit"), "enforce")
+    allow: tuple[str, ...] = setting(_list(_usb_pattern), ())
+    block: tuple[str, ...] = setting(_list(_usb_pattern), ())
+    default: str = setting(_choice("allow", "block"), "block")
+    new_keyboard: str = setting(_choice("warn", "block", "allow"), "warn")
+    notify: bool = setting(_bool, True)
+    device: tuple[UsbDeviceRule, ...] = _rules()
+
+
+@dataclass(frozen=True)
+class IdleSettings:
+    """``[idle]``: when an idle session is warned, locked and suspended."""
+
+    warn_after: float | None = setting(_duration, None)
+    lock_after: float = setting(_duration, required=True)
+    verify_within: float = setting(_duration, 5.0)
+    retry_every: float = setting(_duration, 10.0)
+    suspend_after: float | None = setting(_duration, None)
+    inhibitors: str = setting(_choice("ignore", "respect"), "ignore")
+    stale_hint_after: float = setting(_duration, 3600.0)
+    notify: bool = setting(_bool, True)
+
+
+@dataclass(frozen=True)
+class PrintSettings:
+    """``[print]``: which queues are held, and for how long."""
+
+    approval: str = setting(_choice("required", "off"), "required")
+    queues: tuple[str, ...] = setting(_list(_glob), ("*",))
+    exempt: tuple[str, ...] = setting(_list(_glob), ())
+    expire_after: float = setting(_duration, 1800.0)
+    note_above_pages: int | None = setting(_int(1), None)
+    check_interval: float = setting(_duration, 2.0)
+
+
+@dataclass(frozen=True)
+class FilesSettings:
+    """``[files]``: the ways out on the file system, and the folders watched."""
+
+    removable: tuple[str, ...] = setting(_list(_abs_path), ())
+    watch: tuple[str, ...] = setting(_list(_abs_glob), ())
+    flag: tuple[str, ...] = setting(_list(_name_glob), ())
+    approved_mounts: tuple[str, ...] = setting(_list(_abs_glob), ())
+    hash_limit: int = setting(_int(0), 256 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class ProcessesSettings:
+    """``[processes]``: the programs the floor forbids."""
+
+    forbid: tuple[str, ...] = setting(_list(_string), ())
+    forbid_paths: tuple[str, ...] = setting(_list(_abs_glob), ())
+    forbid_sha256: tuple[str, ...] = setting(_list(_sha256), ())
+    action: str = setting(_choice("kill", "report"), "report")
+    check_interval: float = setting(_duration, 1.0)
+    full_check_interval: float = setting(_duration, 30.0)
+
+
+@dataclass(frozen=True)
+class EgressSettings:
+    """``[[network.egress]]``: one allowed destination."""
+
+    net: str = setting(_network, required=True)
+    ports: tuple[int, ...] = setting(_list(_port), ())
+    note: str = setting(_string, "")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """``[network]``: the interfaces a PC may have, and where it may connect."""
+
+    interfaces: tuple[str, ...] = setting(_list(_glob), ("lo",))
+    check_interval: float = setting(_duration, 5.0)
+    egress: tuple[EgressRule, ...] = _rules()
+
+
+# table name -> its declaration; a dotted name is an array of tables inside its parent
+TABLES: dict[str, type] = {
+    "floor": FloorSettings, "agent": AgentSettings,
+    "usb": UsbSettings, "usb.device": UsbDeviceSettings,
+    "idle": IdleSettings, "print": PrintSettings, "files": FilesSettings,
+    "processes": ProcessesSettings,
+    "network": NetworkSettings, "network.egress": EgressSettings,
 }
 
-_ARRAY_TABLES = {"usb": "device", "network": "egress"}
+# Keys renamed so that every control says check_interval for its reconcile pace: an old
+# policy gets a message naming the new key instead of a bare "unknown key".
+RENAMED = {("processes", "scan_interval"): "check_interval",
+           ("processes", "full_scan_interval"): "full_check_interval"}
+
+
+@dataclass(frozen=True)
+class _Key:
+    convert: Callable[[Any], Any]
+    default: Any = None
+    required: bool = False
+
+
+_SCHEMA: dict[str, dict[str, _Key]] = {
+    name: {f.name: _Key(f.metadata["convert"], f.default, f.metadata["required"])
+           for f in fields(cls) if "convert" in f.metadata}
+    for name, cls in TABLES.items()
+}
+_ARRAY_TABLES = {name.split(".")[0]: name.split(".")[1] for name in TABLES if "." in name}
 
 
 # --- locating keys in the source text -----------------------------------------------------
@@ -536,6 +620,12 @@ class Policy:
         """The table's values with defaults filled in; empty if the table is absent."""
         return self.tables.get(table, {})
 
+    def settings(self, cls: type[T]) -> T:
+        """The table declared by ``cls``, typed: its values, or its defaults when the
+        table is absent (a required key then has no value: check ``has`` first)."""
+        name = next(n for n, c in TABLES.items() if c is cls)
+        return cls(**self.tables.get(name, {}))
+
     @property
     def floor_name(self) -> str:
         return str(self.get("floor").get("name", "")) or ""
@@ -560,9 +650,13 @@ def _convert_table(
             continue
         spec = schema.get(key)
         if spec is None:
-            known = ", ".join(sorted(k for k in schema))
-            problems.append(Problem(file, loc.line_of((*path, key)),
-                                    f"unknown key '{key}' in [{name}] (known keys: {known})"))
+            renamed = RENAMED.get((name, key))
+            if renamed:
+                why = f"'{key}' in [{name}] is now called '{renamed}': rename it"
+            else:
+                known = ", ".join(sorted(k for k in schema))
+                why = f"unknown key '{key}' in [{name}] (known keys: {known})"
+            problems.append(Problem(file, loc.line_of((*path, key)), why))
             continue
         try:
             converted = spec.convert(value)

@@ -215,7 +215,7 @@ def test_a_periodic_scan_whose_interval_raises_is_restarted_and_scans_on() -> No
     def interval() -> float:
         asked.append(1)
         if len(asked) == 1:  # a policy swapped under the loop, half-applied
-            raise AttributeError("'NoneType' object has no attribute 'scan_interval'")
+            raise AttributeError("'NoneType' object has no attribute 'check_interval'")
         return 0.01
 
     before = GUARDS.restarts().get("scan-under-test", 0)

@@ -6,21 +6,20 @@ import pytest
 
 from floorguard.agent.adapters.logind import Inhibitor
 from floorguard.agent.controls.idle.rules import (
-    IdleLimits,
     affected_by,
     hint_is_stale,
     idle_stage,
     lock_doors,
     x_input_between,
 )
-from floorguard.policy import PolicyError, parse_policy
+from floorguard.policy import IdleSettings, PolicyError, parse_policy
 
 
 def test_stages_follow_the_limits() -> None:
-    limits = IdleLimits(lock_after=300, warn_after=240)
+    limits = IdleSettings(lock_after=300, warn_after=240)
     assert [idle_stage(t, limits) for t in (0, 239.9, 240, 299.9, 300, 10_000)] == [
         "active", "active", "warn", "warn", "lock", "lock"]
-    assert idle_stage(299, IdleLimits(lock_after=300)) == "active"  # no warn_after: no warning
+    assert idle_stage(299, IdleSettings(lock_after=300)) == "active"  # no warn_after: no warning
 
 
 def test_x_input_is_seen_when_the_counter_grew_less_than_the_time_that_passed() -> None:
@@ -60,8 +59,8 @@ def test_inhibitors_affect_their_users_sessions_and_root_ones_affect_all() -> No
 
 def test_limits_come_from_the_policy_with_their_defaults() -> None:
     policy = parse_policy('[idle]\nlock_after = "5m"\nwarn_after = "4m"\n', "p.toml")
-    limits = IdleLimits.from_policy(policy)
-    assert limits == IdleLimits(lock_after=300.0, warn_after=240.0, verify_within=5.0,
+    limits = policy.settings(IdleSettings)
+    assert limits == IdleSettings(lock_after=300.0, warn_after=240.0, verify_within=5.0,
                                 retry_every=10.0, suspend_after=None, inhibitors="ignore",
                                 stale_hint_after=3600.0, notify=True)
 

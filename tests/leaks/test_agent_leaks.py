@@ -246,7 +246,7 @@ def test_new_interfaces_and_connections_outside_the_allow_list_are_flagged(
 def test_a_forbidden_program_is_killed_by_the_running_agent(tmp_path: Path) -> None:
     prog = unique_program(tmp_path, "fgrec" + tmp_path.name[-6:].replace("_", ""))
     policy = (f'[processes]\nforbid = ["{prog.name}"]\naction = "kill"\n'
-              'scan_interval = "100ms"\n')
+              'check_interval = "100ms"\n')
     with _agent(tmp_path, policy, ()) as agent:
         p = subprocess.Popen([str(prog), "300"])
         try:

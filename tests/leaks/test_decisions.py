@@ -17,8 +17,8 @@ from floorguard.agent.controls.files.rules import (
 )
 from floorguard.agent.controls.network.control import parse_proc_net_tcp
 from floorguard.agent.controls.network.rules import egress_allowed, interface_allowed, outbound
-from floorguard.agent.controls.processes.rules import ProcessRules, forbidden, scan_plan
-from floorguard.policy import EgressRule, PolicyError, load_policy, parse_policy
+from floorguard.agent.controls.processes.rules import forbidden, scan_plan
+from floorguard.policy import EgressRule, PolicyError, ProcessesSettings, load_policy, parse_policy
 
 MOUNTINFO = """\
 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
@@ -91,7 +91,7 @@ def test_flag_patterns_match_file_names_ignoring_case() -> None:
     assert containing("/mediation/x", roots) is None
 
 
-RULES = ProcessRules(forbid=("obs", "dropbox*"), forbid_paths=("/opt/rec/*",),
+RULES = ProcessesSettings(forbid=("obs", "dropbox*"), forbid_paths=("/opt/rec/*",),
                      forbid_sha256=frozenset({"ab" * 32}))
 
 

@@ -102,7 +102,7 @@ def test_a_forbidden_program_with_a_non_utf8_argument_is_killed_and_recorded(
     name = "fgobs" + secrets.token_hex(3)
     prog = unique_program(tmp_path, name, "/bin/sh")  # sh takes any bytes as its $0
     harness.start(ProcessesControl, f'[processes]\nforbid = ["{name}"]\naction = "kill"\n'
-                  'scan_interval = "50ms"\nfull_scan_interval = "1s"\n')
+                  'check_interval = "50ms"\nfull_check_interval = "1s"\n')
     p = subprocess.Popen([os.fsencode(prog), b"-c", b"sleep 300; :", b"--title=\xff\xfe\\x"])
     procs.append(p)
     assert p.wait(10) == -9

@@ -15,7 +15,7 @@ from floorguard.agent.controls.processes.control import ProcessesControl, protec
 from tests.leaks.conftest import Harness, unique_program
 from tests.live import wait_until
 
-FAST = 'scan_interval = "50ms"\nfull_scan_interval = "1s"\n'
+FAST = 'check_interval = "50ms"\nfull_check_interval = "1s"\n'
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_a_process_that_execs_a_forbidden_program_after_it_started_is_caught(
     name = _name()
     prog = unique_program(tmp_path, name)
     harness.start(ProcessesControl, f'[processes]\nforbid = ["{name}"]\naction = "kill"\n'
-                  'scan_interval = "50ms"\nfull_scan_interval = "1h"\n')
+                  'check_interval = "50ms"\nfull_check_interval = "1h"\n')
     # the shell is seen first under its own name; it becomes the forbidden program later,
     # long before any full scan would look at it again
     p = subprocess.Popen(["sh", "-c", f"sleep 0.3; exec {prog} 300"])
@@ -143,13 +143,13 @@ def test_a_new_policy_judges_programs_already_running(
     name = _name()
     prog = unique_program(tmp_path, name)
     control = harness.start(ProcessesControl, f'[processes]\nforbid = ["{_name()}"]\n'
-                            'action = "kill"\nscan_interval = "50ms"\n')
+                            'action = "kill"\ncheck_interval = "50ms"\n')
     p = subprocess.Popen([str(prog), "300"])
     procs.append(p)
     start = control.scans
     wait_until(lambda: control.scans >= start + 3, what="the program to be seen and passed")
     assert p.poll() is None
     control.apply_policy(parse_policy(f'[processes]\nforbid = ["{name}"]\naction = "kill"\n'
-                                      'scan_interval = "50ms"\n'))
+                                      'check_interval = "50ms"\n'))
     assert p.wait(10) == -9
     harness.wait_for("processes.killed", pid=p.pid)

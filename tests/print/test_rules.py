@@ -9,16 +9,17 @@ import pytest
 from floorguard.agent.adapters import cups
 from floorguard.agent.adapters.cups import IppError, decode_response, encode_request, job_from_attrs
 from floorguard.agent.controls.print.rules import (
-    PrintRules,
     auto_release,
     cupsd_policy_problems,
     expired,
+    holds,
     needs_note,
     parse_pdfinfo_pages,
     postscript_pages,
     queue_selected,
     text_pages,
 )
+from floorguard.policy import PrintSettings
 from tests.print.cupsd import SECURE_POLICY, STOCK_POLICY
 
 
@@ -107,12 +108,12 @@ def test_the_note_rule_and_automatic_release() -> None:
     assert not needs_note(20, 20)
     assert needs_note(21, 20)
     assert needs_note(None, 20)  # unknown length might be above the limit
-    off = PrintRules("off", ("*",), (), 60.0, 2, 1.0)
+    off = PrintSettings("off", ("*",), (), 60.0, 2, 1.0)
     assert auto_release(off, 2) and not auto_release(off, 3) and not auto_release(off, None)
-    required = PrintRules("required", ("*",), (), 60.0, 2, 1.0)
+    required = PrintSettings("required", ("*",), (), 60.0, 2, 1.0)
     assert not auto_release(required, 1)
-    assert required.holds and off.holds
-    assert not PrintRules("off", ("*",), (), 60.0, None, 1.0).holds
+    assert holds(required) and holds(off)
+    assert not holds(PrintSettings("off", ("*",), (), 60.0, None, 1.0))
 
 
 def test_expiry_is_measured_from_when_the_job_was_seen() -> None:

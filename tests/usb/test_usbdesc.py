@@ -17,7 +17,7 @@ from floorguard.agent.controls.usb.rules import (
     parse_descriptors,
     recognize,
 )
-from floorguard.policy import parse_policy
+from floorguard.policy import UsbSettings, parse_policy
 
 from .devices import DEVICES
 
@@ -32,7 +32,7 @@ new_keyboard = "warn"
 
 
 def rules(text: str = BASELINE) -> UsbRules:
-    return UsbRules.from_table(parse_policy(text).get("usb"))
+    return UsbRules.from_settings(parse_policy(text).settings(UsbSettings))
 
 
 def desc(name: str):  # type: ignore[no-untyped-def]

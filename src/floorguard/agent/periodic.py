@@ -2,7 +2,7 @@
 priority that all of the agent's periodic work runs at.
 
 The agent's scheduler runs ``Control.check`` at a fixed class-level interval; the leak
-controls instead scan at the policy's ``scan_interval`` / ``check_interval``, which a new
+controls instead scan at the policy's ``check_interval`` / ``check_interval``, which a new
 policy may change while they run. One exception in a scan is logged and the loop goes on:
 a single unreadable ``/proc`` entry must never end the watching.
 """

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
-from ..policy import parse_duration
+from ..policy import AgentSettings, FloorSettings, parse_duration
 from .auth import User, audit, client_ip, require, require_write
 from .db import now_us
 from .i18n import DEFAULT_TIMEZONE, N_
@@ -37,15 +37,18 @@ floor_settings = sa.Table(
 )
 
 
+_FLOOR, _AGENT = FloorSettings(), AgentSettings()  # the policy's defaults
+
+
 @dataclass(frozen=True)
 class FloorPolicy:
     """A floor's values, with the policy schema's defaults ([floor] and [agent])."""
 
     floor: str
     max_operators_per_sv: int | None = None  # None: no SV ratio check
-    timezone: str = DEFAULT_TIMEZONE
-    idle_unlocked_after_s: float = 300.0
-    heartbeat_interval_s: float = 30.0
+    timezone: str = _FLOOR.timezone
+    idle_unlocked_after_s: float = _FLOOR.idle_unlocked_after
+    heartbeat_interval_s: float = _AGENT.heartbeat_interval
 
     @property
     def silent_after_us(self) -> int:
@@ -75,14 +78,13 @@ def _from_central(floor: str, held: dict[str, Any]) -> FloorPolicy | None:
             policy = parse_policy(str(held["text"]), str(held["source"]))
         except PolicyError:  # refused at upload; a stored one that fails is not trusted
             return None
-        fl, ag = policy.get("floor"), policy.get("agent")
-        if not fl and not ag:
+        if not policy.has("floor") and not policy.has("agent"):
             return None
+        fl, ag = policy.settings(FloorSettings), policy.settings(AgentSettings)
         _parsed[key] = FloorPolicy(
-            floor=floor, max_operators_per_sv=fl.get("max_operators_per_sv"),
-            timezone=str(fl.get("timezone") or DEFAULT_TIMEZONE),
-            idle_unlocked_after_s=float(fl.get("idle_unlocked_after") or 300.0),
-            heartbeat_interval_s=float(ag.get("heartbeat_interval") or 30.0))
+            floor=floor, max_operators_per_sv=fl.max_operators_per_sv,
+            timezone=fl.timezone, idle_unlocked_after_s=fl.idle_unlocked_after,
+            heartbeat_interval_s=ag.heartbeat_interval)
     return _parsed[key]
 
 

@@ -41,7 +41,7 @@ from floorguard.agent.guarded import GuardedThread
 from floorguard.agent.link.shipper import Link
 from floorguard.config import AgentConfig
 from floorguard.journal import Journal
-from floorguard.policy import Policy
+from floorguard.policy import AgentSettings, Policy
 
 log = structlog.get_logger("floorguard.channel")
 
@@ -245,9 +245,8 @@ class Channel:
 
     def interval(self) -> float:
         policy = self._policy()
-        if policy is None:
-            return 30.0
-        return float(policy.get("agent").get("heartbeat_interval") or 30.0)
+        return (policy.settings(AgentSettings) if policy else AgentSettings()
+                ).heartbeat_interval
 
     def status(self) -> dict[str, Any]:
         status = self._status()

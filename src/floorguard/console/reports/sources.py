@@ -19,7 +19,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-DEFAULT_TIMEZONE = "Asia/Tokyo"
+from floorguard.policy import FloorSettings as PolicyFloor
+from floorguard.policy import Policy
+
+DEFAULT_TIMEZONE = PolicyFloor().timezone
 POLICIES_ENV = "FLOORGUARD_REPORT_POLICIES"
 
 
@@ -41,11 +44,10 @@ def policies_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def _from_policy(policy: Any, source: str) -> FloorSettings:
-    table = policy.get("floor")
-    return FloorSettings(timezone=str(table.get("timezone") or DEFAULT_TIMEZONE),
-                         max_operators_per_sv=table.get("max_operators_per_sv"),
-                         source=source)
+def _from_policy(policy: Policy, source: str) -> FloorSettings:
+    floor = policy.settings(PolicyFloor)
+    return FloorSettings(timezone=floor.timezone,
+                         max_operators_per_sv=floor.max_operators_per_sv, source=source)
 
 
 def floor_settings(floor: str, policies: Path | None = None,

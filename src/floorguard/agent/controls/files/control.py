@@ -83,7 +83,6 @@ from floorguard.agent.adapters.mountinfo import (
 )
 from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
 from floorguard.agent.controls.files.rules import (
-    FilesSettings,
     containing,
     flag_match,
     glob_scaffold,
@@ -93,7 +92,7 @@ from floorguard.agent.controls.files.rules import (
 )
 from floorguard.agent.guarded import GUARDS, GuardedThread
 from floorguard.events import rfc3339
-from floorguard.policy import Policy
+from floorguard.policy import FilesSettings, Policy
 
 log = structlog.get_logger("floorguard.files")
 
@@ -304,7 +303,7 @@ class FilesControl(Control):
 
     def start(self, policy: Policy) -> None:
         super().start(policy)
-        self.settings = FilesSettings.from_policy(policy)
+        self.settings = policy.settings(FilesSettings)
         try:
             observer = Observer()
             observer.start()
@@ -335,7 +334,7 @@ class FilesControl(Control):
     def apply_policy(self, policy: Policy) -> None:
         super().apply_policy(policy)
         with self._lock:
-            self.settings = FilesSettings.from_policy(policy)
+            self.settings = policy.settings(FilesSettings)
             self._relayout()
 
     def check(self) -> None:

@@ -6,29 +6,10 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from floorguard.agent.adapters.mountinfo import Mount
-from floorguard.policy import Policy
 
 _MAGIC = set("*?[")
-
-
-@dataclass(frozen=True)
-class FilesSettings:
-    removable: tuple[str, ...] = ()
-    watch: tuple[str, ...] = ()
-    flag: tuple[str, ...] = ()
-    approved_mounts: tuple[str, ...] = ()
-    hash_limit: int = 256 * 1024 * 1024
-
-    @classmethod
-    def from_policy(cls, policy: Policy) -> FilesSettings:
-        t = policy.get("files")
-        return cls(removable=tuple(os.path.normpath(p) for p in t.get("removable", ())),
-                   watch=tuple(t.get("watch", ())), flag=tuple(t.get("flag", ())),
-                   approved_mounts=tuple(t.get("approved_mounts", ())),
-                   hash_limit=int(t.get("hash_limit", cls.hash_limit)))
 
 
 def flag_match(name: str, patterns: tuple[str, ...]) -> str | None:

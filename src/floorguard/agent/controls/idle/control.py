@@ -65,14 +65,13 @@ from floorguard.agent.controls.idle.rules import (
     LOGINCTL,
     SESSION_LOCK,
     XDG_SCREENSAVER,
-    IdleLimits,
     affected_by,
     hint_is_stale,
     idle_stage,
     lock_doors,
     x_input_between,
 )
-from floorguard.policy import Policy
+from floorguard.policy import IdleSettings, Policy
 
 log = structlog.get_logger("floorguard.idle")
 
@@ -131,7 +130,7 @@ class IdleControl(Control):
 
     def __init__(self, ctx: ControlContext, *, bus_address: str | None = None):
         super().__init__(ctx)
-        self.limits: IdleLimits | None = None
+        self.limits: IdleSettings | None = None
         self._bus_address = bus_address
         self._logind: Logind | None = None
         self._logind_error = ""
@@ -147,7 +146,7 @@ class IdleControl(Control):
 
     def start(self, policy: Policy) -> None:
         super().start(policy)
-        self.limits = IdleLimits.from_policy(policy)
+        self.limits = policy.settings(IdleSettings)
         try:
             self._logind = Logind(self._bus_address)
         except LogindError as exc:
@@ -160,7 +159,7 @@ class IdleControl(Control):
     def apply_policy(self, policy: Policy) -> None:
         with self._lock:
             super().apply_policy(policy)
-            self.limits = IdleLimits.from_policy(policy)
+            self.limits = policy.settings(IdleSettings)
 
     def stop(self) -> None:
         self.ctx.commands.unregister("lock_seat")

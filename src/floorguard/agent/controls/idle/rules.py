@@ -4,10 +4,8 @@ means (warn, lock) and which doors a lock goes through. Plain functions on plain
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from floorguard.agent.adapters.logind import Inhibitor
-from floorguard.policy import Policy
+from floorguard.policy import IdleSettings
 
 X_INPUT_TOLERANCE_MS = 100  # jitter between the X server reading its clock and ours
 
@@ -18,32 +16,7 @@ LOGINCTL = "loginctl"
 XDG_SCREENSAVER = "xdg-screensaver"
 
 
-@dataclass(frozen=True)
-class IdleLimits:
-    """The ``[idle]`` policy table, in seconds."""
-
-    lock_after: float
-    warn_after: float | None = None
-    verify_within: float = 5.0
-    retry_every: float = 10.0
-    suspend_after: float | None = None
-    inhibitors: str = "ignore"
-    stale_hint_after: float = 3600.0
-    notify: bool = True
-
-    @classmethod
-    def from_policy(cls, policy: Policy) -> IdleLimits:
-        t = policy.get("idle")
-        return cls(lock_after=float(t["lock_after"]), warn_after=t.get("warn_after"),
-                   verify_within=float(t.get("verify_within", 5.0)),
-                   retry_every=float(t.get("retry_every", 10.0)),
-                   suspend_after=t.get("suspend_after"),
-                   inhibitors=str(t.get("inhibitors", "ignore")),
-                   stale_hint_after=float(t.get("stale_hint_after", 3600.0)),
-                   notify=bool(t.get("notify", True)))
-
-
-def idle_stage(idle_for: float, limits: IdleLimits) -> str:
+def idle_stage(idle_for: float, limits: IdleSettings) -> str:
     """``active``, ``warn`` or ``lock`` for a session idle ``idle_for`` seconds."""
     if idle_for >= limits.lock_after:
         return "lock"

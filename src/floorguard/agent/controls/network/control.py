@@ -41,14 +41,13 @@ from floorguard.agent.controls.network.rules import (
     TCP_ESTABLISHED,
     TCP_LISTEN,
     IPAddress,
-    NetworkSettings,
     TcpSocket,
     egress_allowed,
     interface_allowed,
     outbound,
 )
 from floorguard.agent.periodic import Periodic
-from floorguard.policy import Policy
+from floorguard.policy import NetworkSettings, Policy
 
 log = structlog.get_logger("floorguard.network")
 
@@ -240,7 +239,7 @@ class NetworkControl(Control):
 
     def start(self, policy: Policy) -> None:
         super().start(policy)
-        self.settings = NetworkSettings.from_policy(policy)
+        self.settings = policy.settings(NetworkSettings)
         try:
             socket.if_nameindex()
         except OSError as exc:
@@ -252,7 +251,7 @@ class NetworkControl(Control):
 
     def apply_policy(self, policy: Policy) -> None:
         super().apply_policy(policy)
-        self.settings = NetworkSettings.from_policy(policy)
+        self.settings = policy.settings(NetworkSettings)
         self._rejudge = True  # connections by the new allow-list on the next round
         self._loop.wake()
 

@@ -9,25 +9,11 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 
-from floorguard.policy import EgressRule, Policy
+from floorguard.policy import EgressRule
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 TCP_ESTABLISHED = "01"
 TCP_LISTEN = "0A"
-
-
-@dataclass(frozen=True)
-class NetworkSettings:
-    interfaces: tuple[str, ...] = ("lo",)
-    check_interval: float = 5.0
-    egress: tuple[EgressRule, ...] = ()
-
-    @classmethod
-    def from_policy(cls, policy: Policy) -> NetworkSettings:
-        t = policy.get("network")
-        return cls(interfaces=tuple(t.get("interfaces", ("lo",))),
-                   check_interval=float(t.get("check_interval", 5.0)),
-                   egress=tuple(t.get("egress", ())))
 
 
 @dataclass(frozen=True)

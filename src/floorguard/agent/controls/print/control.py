@@ -58,11 +58,11 @@ from floorguard.agent.adapters.cups import (
 )
 from floorguard.agent.controls.base import Control, ControlContext, ControlUnavailable
 from floorguard.agent.controls.print.rules import (
-    PrintRules,
     _validate_decision,
     auto_release,
     cupsd_policy_problems,
     expired,
+    holds,
     needs_note,
     parse_pdfinfo_pages,
     postscript_pages,
@@ -70,7 +70,7 @@ from floorguard.agent.controls.print.rules import (
     text_pages,
 )
 from floorguard.agent.guarded import GUARDS, GuardedThread
-from floorguard.policy import Policy
+from floorguard.policy import Policy, PrintSettings
 
 log = structlog.get_logger("floorguard.print")
 
@@ -224,7 +224,7 @@ class PrintControl(Control):
             getattr(ctx.config, "cups_spool", "") or DEFAULT_SPOOL)
         self.cupsd_conf = cupsd_conf if cupsd_conf is not None else (
             getattr(ctx.config, "cups_conf", "") or DEFAULT_CUPSD_CONF)
-        self.rules: PrintRules | None = None
+        self.rules: PrintSettings | None = None
         self.store = StateFile(Path(ctx.config.state_dir) / STATE_FILE)
         self.state: dict[str, Any] = {}
         self._lock = threading.RLock()
@@ -241,7 +241,7 @@ class PrintControl(Control):
 
     def start(self, policy: Policy) -> None:
         super().start(policy)
-        self.rules = PrintRules.from_policy(policy)
+        self.rules = policy.settings(PrintSettings)
         if self.cups is None:
             self.cups = Cups(self.ctx.config.cups_server)
         try:
@@ -263,7 +263,7 @@ class PrintControl(Control):
     def apply_policy(self, policy: Policy) -> None:
         super().apply_policy(policy)
         with self._lock:
-            self.rules = PrintRules.from_policy(policy)
+            self.rules = policy.settings(PrintSettings)
         self._wake.set()
 
     def check(self) -> None:
@@ -384,7 +384,7 @@ class PrintControl(Control):
         enforced: list[str] = self.state["enforced"]
         for printer in self.cups.get_printers():
             selected = queue_selected(printer.name, rules.queues, rules.exempt)
-            if selected and rules.holds:
+            if selected and holds(rules):
                 if printer.hold_default != "indefinite":
                     self.cups.set_hold_default(printer.name, "indefinite")
                     behind_back = printer.name in enforced
@@ -417,7 +417,7 @@ class PrintControl(Control):
             known = jobs.get(str(job.id))
             if known is not None and known.get("created") != job.created:
                 known = None  # cupsd's numbering started over: a different job
-            selected = rules.holds and queue_selected(job.printer, rules.queues,
+            selected = holds(rules) and queue_selected(job.printer, rules.queues,
                                                       rules.exempt)
             if known is None:
                 if selected and job.held:

@@ -9,35 +9,16 @@ import fnmatch
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from floorguard.policy import Policy
+from floorguard.policy import PrintSettings
 
 PROTECTED_OPS = ("Release-Job", "Set-Job-Attributes", "Cancel-Job")
 
 
-@dataclass(frozen=True)
-class PrintRules:
-    approval: str
-    queues: tuple[str, ...]
-    exempt: tuple[str, ...]
-    expire_after: float
-    note_above_pages: int | None
-    check_interval: float
-
-    @classmethod
-    def from_policy(cls, policy: Policy) -> PrintRules:
-        t = policy.get("print")
-        return cls(approval=t["approval"], queues=tuple(t["queues"]),
-                   exempt=tuple(t["exempt"]), expire_after=float(t["expire_after"]),
-                   note_above_pages=t["note_above_pages"],
-                   check_interval=float(t["check_interval"]))
-
-    @property
-    def holds(self) -> bool:
-        """Whether queues are held at all (approval required, or a page limit to check)."""
-        return self.approval == "required" or self.note_above_pages is not None
+def holds(rules: PrintSettings) -> bool:
+    """Whether queues are held at all (approval required, or a page limit to check)."""
+    return rules.approval == "required" or rules.note_above_pages is not None
 
 
 def queue_selected(queue: str, queues: Iterable[str], exempt: Iterable[str]) -> bool:
@@ -54,7 +35,7 @@ def needs_note(pages: int | None, note_above: int | None) -> bool:
     return pages is None or pages > note_above
 
 
-def auto_release(rules: PrintRules, pages: int | None) -> bool:
+def auto_release(rules: PrintSettings, pages: int | None) -> bool:
     """With approval off, only jobs known to be within the page limit print unasked."""
     return (rules.approval == "off" and rules.note_above_pages is not None
             and pages is not None and pages <= rules.note_above_pages)

@@ -10,12 +10,12 @@ Policy table ``[processes]``:
 - ``action``: ``report`` records ``processes.flagged`` (warning); ``kill`` ends the
   process with SIGKILL and records ``processes.killed`` (violation). Either event names
   the process's user, pid, executable and command line, and the operator at the seat.
-- ``scan_interval`` (default ``"1s"``) and ``full_scan_interval`` (default ``"30s"``).
+- ``check_interval`` (default ``"1s"``) and ``full_check_interval`` (default ``"30s"``).
 
-Cheap by design: every ``scan_interval`` the control compares the list of pids with the
+Cheap by design: every ``check_interval`` the control compares the list of pids with the
 last one (and skips even that when the kernel has handed out no pid since) and inspects
 only new processes, plus, for a few seconds, recent ones again, to see the program a new
-process ``exec``s into. At most every ``full_scan_interval`` it looks at every process
+process ``exec``s into. At most every ``full_check_interval`` it looks at every process
 again, with one readlink of its executable each, and inspects those that ``exec``'d
 since: that catches a long-lived process turning into a forbidden program. Digests are
 cached by (device, inode, mtime, size) of the executable, so a program is hashed once
@@ -39,15 +39,10 @@ import structlog
 
 from floorguard.agent.adapters.desktop import notify_user
 from floorguard.agent.controls.base import Control, ControlContext
-from floorguard.agent.controls.processes.rules import (
-    YOUNG,
-    ProcessRules,
-    forbidden,
-    scan_plan,
-)
+from floorguard.agent.controls.processes.rules import YOUNG, forbidden, scan_plan
 from floorguard.agent.periodic import Periodic
 from floorguard.events import rfc3339
-from floorguard.policy import Policy
+from floorguard.policy import Policy, ProcessesSettings
 
 log = structlog.get_logger("floorguard.processes")
 
@@ -212,7 +207,7 @@ class ProcessesControl(Control):
 
     def __init__(self, ctx: ControlContext):
         super().__init__(ctx)
-        self.rules = ProcessRules()
+        self.rules = ProcessesSettings()
         self.hashes = ExeHashes()
         self._known: set[int] = set()
         self._first_seen: dict[int, float] = {}
@@ -222,13 +217,13 @@ class ProcessesControl(Control):
         self._last_pid: int | None = None
         self._rejudge = False
         self._protected: set[int] = set()
-        self._loop = Periodic("processes-scan", self.scan, lambda: self.rules.scan_interval,
+        self._loop = Periodic("processes-scan", self.scan, lambda: self.rules.check_interval,
                               wait_first=True)
         self.scans = 0
 
     def start(self, policy: Policy) -> None:
         super().start(policy)
-        self.rules = ProcessRules.from_policy(policy)
+        self.rules = policy.settings(ProcessesSettings)
         self._protected = protected_pids()
         # The first, full scan runs before the agent reports itself ready: what runs at
         # start is judged at once, and what starts later is new.
@@ -237,7 +232,7 @@ class ProcessesControl(Control):
 
     def apply_policy(self, policy: Policy) -> None:
         super().apply_policy(policy)
-        self.rules = ProcessRules.from_policy(policy)
+        self.rules = policy.settings(ProcessesSettings)
         self._rejudge = True  # every running process, by the new rules, on the next round
         self._loop.wake()
 
@@ -259,7 +254,7 @@ class ProcessesControl(Control):
             self._last_full = None
             self._exe_seen.clear()
         last_pid = read_last_pid()
-        full_due = self._last_full is None or now - self._last_full >= rules.full_scan_interval
+        full_due = self._last_full is None or now - self._last_full >= rules.full_check_interval
         if full_due or last_pid is None or last_pid != self._last_pid:
             pids = list_pids()
         else:
@@ -268,7 +263,7 @@ class ProcessesControl(Control):
             pids = self._known
         self._last_pid = last_pid
         todo, full = scan_plan(now, pids, self._known, self._first_seen, self._last_full,
-                               rules.full_scan_interval)
+                               rules.full_check_interval)
         if full:
             self._last_full = now
         if self.scans:  # processes running when the agent started are not young
@@ -296,7 +291,7 @@ class ProcessesControl(Control):
             exe = ""
         return self._exe_seen.get(pid) == exe
 
-    def _check(self, pid: int, rules: ProcessRules) -> None:
+    def _check(self, pid: int, rules: ProcessesSettings) -> None:
         seen = read_proc(pid)
         if seen is None:
             return
@@ -328,7 +323,7 @@ class ProcessesControl(Control):
         self._act(proc, info, digest, why, rules)
 
     def _act(self, proc: psutil.Process, info: ProcInfo, digest: str | None, why: str,
-             rules: ProcessRules) -> None:
+             rules: ProcessesSettings) -> None:
         if rules.action != "kill":
             self._report(info, digest, why, "processes.flagged", "warning", {})
             return

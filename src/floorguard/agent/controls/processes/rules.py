@@ -6,34 +6,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
 
-from floorguard.policy import Policy
+from floorguard.policy import ProcessesSettings
 
 YOUNG = 5.0  # seconds a new process is looked at again (fork now, exec a moment later)
 
 
-@dataclass(frozen=True)
-class ProcessRules:
-    forbid: tuple[str, ...] = ()
-    forbid_paths: tuple[str, ...] = ()
-    forbid_sha256: frozenset[str] = frozenset()
-    action: str = "report"
-    scan_interval: float = 1.0
-    full_scan_interval: float = 30.0
-
-    @classmethod
-    def from_policy(cls, policy: Policy) -> ProcessRules:
-        t = policy.get("processes")
-        return cls(forbid=tuple(t.get("forbid", ())),
-                   forbid_paths=tuple(t.get("forbid_paths", ())),
-                   forbid_sha256=frozenset(t.get("forbid_sha256", ())),
-                   action=str(t.get("action", "report")),
-                   scan_interval=float(t.get("scan_interval", 1.0)),
-                   full_scan_interval=float(t.get("full_scan_interval", 30.0)))
-
-
-def forbidden(name: str, exe: str, rules: ProcessRules, sha256: str | None) -> str | None:
+def forbidden(name: str, exe: str, rules: ProcessesSettings, sha256: str | None) -> str | None:
     """Why a process is forbidden (``name "obs"``, ``path "/x"``, ``sha256 ab12...``), or
     None when it is not."""
     names = {name, os.path.basename(exe)} - {""}

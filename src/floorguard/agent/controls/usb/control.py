@@ -98,7 +98,7 @@ from floorguard.agent.controls.usb.rules import (
 )
 from floorguard.agent.guarded import GUARDS, GuardedThread
 from floorguard.journal import JournalError
-from floorguard.policy import Policy, parse_policy
+from floorguard.policy import Policy, UsbSettings, parse_policy
 
 log = structlog.get_logger("floorguard.usb")
 
@@ -181,7 +181,7 @@ class UsbDecider(Control):
             self._reconcile(Occasion.RELOADED)
 
     def _set_rules(self, policy: Policy) -> None:
-        self.rules = UsbRules.from_table(policy.get("usb"))
+        self.rules = UsbRules.from_settings(policy.settings(UsbSettings))
         self._decided.clear()  # judged under the old rules
 
     def stop(self) -> None:

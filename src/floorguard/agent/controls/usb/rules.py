@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from floorguard.policy import UsbDeviceRule, parse_usb_pattern
+from floorguard.policy import UsbDeviceRule, UsbSettings, parse_usb_pattern
 
 __all__ = [
     "Configuration",
@@ -354,14 +354,11 @@ class UsbRules:
         default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> UsbRules:
-        return cls(mode=table.get("mode", "enforce"),
-                   allow=tuple(compile_pattern(p) for p in table.get("allow", ())),
-                   block=tuple(compile_pattern(p) for p in table.get("block", ())),
-                   default=table.get("default", "block"),
-                   devices=tuple(table.get("device", ())),
-                   new_keyboard=table.get("new_keyboard", "warn"),
-                   notify=bool(table.get("notify", True)))
+    def from_settings(cls, s: UsbSettings) -> UsbRules:
+        """The ``[usb]`` table, with its patterns compiled once."""
+        return cls(mode=s.mode, allow=tuple(compile_pattern(p) for p in s.allow),
+                   block=tuple(compile_pattern(p) for p in s.block), default=s.default,
+                   devices=tuple(s.device), new_keyboard=s.new_keyboard, notify=s.notify)
 
 
 @dataclass(frozen=True)
