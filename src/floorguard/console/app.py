@@ -20,6 +20,7 @@ from . import i18n
 from .auth import LoginRequired
 from .db import open_store
 from .live import Hub
+from .request_limits import BodyLimits
 
 HERE = Path(__file__).parent
 
@@ -126,6 +127,10 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
         if request.url.scheme == "https":
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
+
+    # Outermost, so that an oversized or stalled body is refused before any other layer
+    # (or a route's form parser, which spools to disk) reads it.
+    app.add_middleware(BodyLimits)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request) -> JSONResponse:

@@ -27,6 +27,7 @@ from .duty import duty_floor, svs_on_duty
 from .floor_settings import FloorPolicy, all_floor_policies
 from .i18n import N_
 from .ratio import ratio_exceeded
+from .request_limits import StoreInt
 from .schema import agents, events
 from .seats import SILENT, Tile, seat_state, tile_state
 from .web import add_nav, render
@@ -154,7 +155,7 @@ TIMELINE_PAGE = 100
 @router.get("/seats/{agent_id}")
 def seat_timeline(request: Request, user: Annotated[User, Depends(VIEWERS)],
                   agent_id: Annotated[str, Path(max_length=64)],
-                  before: int | None = None) -> HTMLResponse:
+                  before: StoreInt | None = None) -> HTMLResponse:
     """One seat's events, newest first, a page at a time (by seq, on the primary key)."""
     with request.app.state.engine.connect() as conn:
         agent = conn.execute(sa.select(agents).where(agents.c.id == agent_id)).first()

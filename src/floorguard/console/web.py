@@ -33,6 +33,7 @@ from .auth import (
 )
 from .db import now_us
 from .i18n import DEFAULT_TIMEZONE, N_, choose_lang, template_context, translate
+from .request_limits import Limit
 
 router = APIRouter(include_in_schema=False)
 
@@ -177,7 +178,7 @@ def home(user: Annotated[User, Depends(ANY_ROLE)]) -> Response:
 
 @router.get("/events")
 def recent_events(request: Request, user: Annotated[User, Depends(ANY_ROLE)],
-                  limit: int = 200) -> HTMLResponse:
+                  limit: Limit = 200) -> HTMLResponse:
     from .violations import Filters, list_events
 
     limit = max(1, min(limit, 1000))
