@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from . import i18n
+from . import i18n, throttle
 from .auth import LoginRequired
 from .db import open_store
 from .live import Hub
@@ -56,6 +56,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.state.on_start: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
     app.state.on_stop: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
     app.state.templates = make_templates()
+    app.state.password_checks = throttle.PasswordChecks()
 
     from . import (
         account,
