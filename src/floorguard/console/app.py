@@ -111,6 +111,16 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
         return render(request, "error.html", {"status": exc.status_code, "detail": detail},
                       status=exc.status_code)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def unencodable(request: Request, exc: UnicodeEncodeError) -> Response:
+        """A lone surrogate (JSON's "\\ud800") parses into a str that neither the store
+        nor a page can encode: the request was bad, not the console. The agent API names
+        the field (request_limits.parse_json); this catches the routes FastAPI parses."""
+        return JSONResponse({"detail": [{
+            "loc": ["body"], "type": "surrogate",
+            "msg": "a text value holds a lone surrogate (\\ud800-\\udfff); send valid "
+                   "UTF-16 pairs"}]}, status_code=422)
+
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, _exc: LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)

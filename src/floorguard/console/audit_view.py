@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from .auth import User, require
 from .i18n import N_
-from .request_limits import StoreInt
+from .request_limits import RowId
 from .schema import audit_log
 from .violations import display_timezone
 from .web import add_nav, render
@@ -23,7 +23,7 @@ add_nav("/audit", N_("Audit trail"), ("admin", "auditor"), order=80)
 
 @router.get("/audit")
 def audit_page(request: Request, user: Annotated[User, Depends(require("admin", "auditor"))],
-               actor: str = "", action: str = "", before: StoreInt | None = None
+               actor: str = "", action: str = "", before: RowId | None = None
                ) -> HTMLResponse:
     if len(actor) > 64 or len(action) > 64:
         raise HTTPException(422, "actor and action are at most 64 characters")

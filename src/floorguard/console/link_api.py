@@ -33,7 +33,7 @@ from .api import _bearer, agent_for_token, read_json, validation_detail
 from .auth import audit, client_ip, sha256_hex
 from .commands import commands, complete, mark_delivered, pending
 from .db import now_us
-from .request_limits import StoreInt
+from .request_limits import RowId
 from .schema import agents
 
 log = structlog.get_logger("floorguard.console.link")
@@ -308,7 +308,7 @@ async def get_commands(
 @router.post("/commands/{command_id}/result",
              responses={401: {"description": "missing, unknown or revoked token"},
                         404: {"description": "no such command for this agent"}})
-async def post_result(request: Request, command_id: StoreInt) -> dict[str, Any]:
+async def post_result(request: Request, command_id: RowId) -> dict[str, Any]:
     """Acknowledge a command with its result (idempotent)."""
     agent_id = await authenticated_agent(request)
     payload = await read_json(request, limit=256 * 1024)

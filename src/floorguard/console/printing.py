@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from . import commands
 from .auth import User, audit, check_csrf, client_ip, require
 from .db import now_us
-from .request_limits import Limit, StoreInt
+from .request_limits import Limit, RowId
 from .schema import events, metadata
 
 print_jobs = sa.Table(
@@ -251,7 +251,7 @@ def print_queue(request: Request, user: Annotated[User, Depends(READERS)]) -> HT
 
 @router.post("/print/{agent_id}/{job_id}/approve", include_in_schema=False)
 def approve_form(request: Request, user: Annotated[User, Depends(DECIDERS)], agent_id: str,
-                 job_id: StoreInt, csrf: Annotated[str, Form()] = "",
+                 job_id: RowId, csrf: Annotated[str, Form()] = "",
                  note: Annotated[str, Form(max_length=1000)] = "") -> Response:
     check_csrf(request, user, csrf)
     try:
@@ -263,7 +263,7 @@ def approve_form(request: Request, user: Annotated[User, Depends(DECIDERS)], age
 
 @router.post("/print/{agent_id}/{job_id}/deny", include_in_schema=False)
 def deny_form(request: Request, user: Annotated[User, Depends(DECIDERS)], agent_id: str,
-              job_id: StoreInt, csrf: Annotated[str, Form()] = "",
+              job_id: RowId, csrf: Annotated[str, Form()] = "",
               reason: Annotated[str, Form(max_length=1000)] = "") -> Response:
     check_csrf(request, user, csrf)
     try:
@@ -275,7 +275,7 @@ def deny_form(request: Request, user: Annotated[User, Depends(DECIDERS)], agent_
 
 @router.get("/print/thumbnail/{agent_id}/{job_id}", include_in_schema=False)
 def thumbnail(request: Request, user: Annotated[User, Depends(READERS)], agent_id: str,
-              job_id: StoreInt) -> Response:
+              job_id: RowId) -> Response:
     """The first-page picture, read from the job's ``print.held`` event; signed-in users
     only, never cached by anything in between."""
     with request.app.state.engine.connect() as conn:
@@ -370,7 +370,7 @@ def api_jobs(request: Request, user: Annotated[User, Depends(READERS)],
                         409: {"description": "already decided"},
                         422: {"description": "reason or note missing"}})
 def api_decide(request: Request, user: Annotated[User, Depends(DECIDERS)], agent_id: str,
-               job_id: StoreInt, body: DecisionIn) -> DecisionOut:
+               job_id: RowId, body: DecisionIn) -> DecisionOut:
     """Approve or deny a held job (``X-CSRF-Token`` header required)."""
     check_csrf(request, user, None)
     try:

@@ -6,9 +6,9 @@ bounds the routes' models share.
   body as the route reads them (413 at the cap; nothing is spooled to disk first), and
   gives up on a client that stops sending its body (408). Forms are small; the routes
   that take more are listed in ``ROUTE_LIMITS``.
-- ``StoreInt`` and ``Limit`` bound the integers routes take to what the store's 64-bit
-  columns hold, so 2^63 is a 422 naming the parameter rather than an overflow in the
-  database driver.
+- ``StoreInt``, ``RowId`` and ``Limit`` bound the integers routes take to what the
+  store's columns hold (64-bit seqs and times, 32-bit row ids on PostgreSQL), so 2^63 is
+  a 422 naming the parameter rather than an overflow in the database driver.
 - ``parse_json`` is the one JSON reader of the agent API: NaN and Infinity, lone
   surrogates and nesting deeper than ``MAX_DEPTH`` are 422s naming the field.
 - ``check_event_ts`` is the clock-skew bound of ingest.
@@ -28,7 +28,9 @@ import annotated_types as at
 from fastapi import HTTPException
 
 INT64_MAX = 2**63 - 1
-StoreInt = Annotated[int, at.Interval(ge=0, le=INT64_MAX)]
+INT32_MAX = 2**31 - 1
+StoreInt = Annotated[int, at.Interval(ge=0, le=INT64_MAX)]  # BigInteger columns (seq)
+RowId = Annotated[int, at.Interval(ge=0, le=INT32_MAX)]  # Integer columns (ids, job ids)
 Limit = Annotated[int, at.Interval(ge=1, le=INT64_MAX)]
 
 # Pages post small forms; these routes take more (the route itself may hold a finer
@@ -94,29 +96,41 @@ class BodyLimits:
         got = 0
         done = False
         deadline = time.monotonic() + self.total_s
+        # Set when this layer stopped the body: whatever the route's parser then makes of
+        # the error (FastAPI turns some into "error parsing the body"), the client gets
+        # this answer.
+        refusal: tuple[int, str] | None = None
+        answered = False
 
         async def limited() -> Message:
-            nonlocal got, done
+            nonlocal got, done, refusal
             if done:  # the body is in: what follows is a disconnect, wait for it
                 return await receive()
             wait = min(self.idle_s, deadline - time.monotonic())
             try:
                 message = await asyncio.wait_for(receive(), max(wait, 0.001))
             except TimeoutError:
-                raise HTTPException(408, "the request body stopped arriving; send it "
-                                         "again in one go", headers={"Connection": "close"}
-                                    ) from None
+                refusal = (408, "the request body stopped arriving; send it again in one go")
+                raise HTTPException(*refusal) from None
             if message["type"] == "http.request":
                 got += len(message.get("body", b""))
                 if got > limit:
-                    raise HTTPException(413, f"body is over this route's {limit}-byte limit",
-                                        headers={"Connection": "close"})
+                    refusal = (413, f"body is over this route's {limit}-byte limit")
+                    raise HTTPException(*refusal)
                 done = not message.get("more_body", False)
             else:
                 done = True
             return message
 
-        await self.app(scope, limited, send)
+        async def answer(message: Message) -> None:
+            nonlocal answered
+            if refusal is None:
+                await send(message)
+            elif not answered:
+                answered = True
+                await _refuse(send, *refusal)
+
+        await self.app(scope, limited, answer)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import User, audit, check_csrf, client_ip, require
-from ..request_limits import StoreInt
+from ..request_limits import RowId
 from . import archive as arch
 from . import schedule
 from .daily import build_report, list_floors
@@ -85,7 +85,7 @@ async def daily(request: Request, user: Annotated[User, Depends(AUDITORS)],
 
 
 @router.get("/reports/archive/{rid}")
-def archived_download(request: Request, rid: StoreInt,
+def archived_download(request: Request, rid: RowId,
                       user: Annotated[User, Depends(AUDITORS)]) -> Response:
     with request.app.state.engine.begin() as conn:
         row = arch.archived_file(conn, rid)
