@@ -10,6 +10,7 @@ import math
 import socket
 import time
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -28,9 +29,10 @@ from tests.console.kit import Seat, Site, unique
 HUGE = (2**63, 2**64 + 1, -(2**63) - 1, 10**30)
 
 
-def int_params() -> list[tuple[str, str, str, str]]:
-    """(method, path, where, name) for every integer path, query or form parameter of
-    every route the app serves, pages and API alike (found from the app, not a list)."""
+def route_params() -> list[tuple[str, str, str, str, str]]:
+    """(method, path, where, name, annotation) for every path, query or form parameter
+    of every route the app serves, pages and API alike (found from the app, not a
+    list)."""
     def flat(dep: Any) -> Any:
         yield dep
         for sub in dep.dependencies:
@@ -47,14 +49,15 @@ def int_params() -> list[tuple[str, str, str, str]]:
             for where, attr in (("path", "path_params"), ("query", "query_params"),
                                 ("form", "body_params")):
                 for p in (p for d in deps for p in getattr(d, attr)):
-                    ann = str(p.field_info.annotation)
-                    if "int" in ann and "str" not in ann:
-                        for method in sorted(route.methods - {"HEAD"}):
-                            found.append((method, route.path, where, p.name))
+                    for method in sorted(route.methods - {"HEAD"}):
+                        found.append((method, route.path, where, p.name,
+                                      str(p.field_info.annotation)))
     return found
 
 
-INT_PARAMS = int_params()
+ROUTE_PARAMS = route_params()
+INT_PARAMS = [(m, path, w, n) for m, path, w, n, ann in ROUTE_PARAMS
+              if "int" in ann and "str" not in ann]
 
 
 def test_the_sweep_finds_the_integer_parameters() -> None:
@@ -115,6 +118,74 @@ def test_every_integer_parameter_out_of_range_is_a_422_naming_it(site: Site) -> 
             named = [r for r in got if r.status_code == 422 and name in r.text]
             assert named, (method, url, where, name, value,
                            [(r.status_code, r.text[:120]) for r in got])
+
+
+HOSTILE_TEXT = ("a\x00b", "\udcff", "2026-13-01", "9999-12-31", "9" * 30, "x" * 5000,
+                "NaN", "-1", "../../etc/passwd", "' OR 1=1 --")
+
+
+def _request(client: httpx.Client, method: str, path: str, where: str, name: str,
+             value: str, agent_id: str) -> httpx.Response:
+    url = path
+    if where == "path":
+        url = url.replace("{" + name + "}", quote(value, safe="", errors="surrogateescape"))
+    for seg in ("agent", "agent_id"):
+        url = url.replace("{" + seg + "}", agent_id)
+    for other in ("seq", "job_id", "rid", "command_id"):
+        url = url.replace("{" + other + "}", "1")
+    csrf = client.headers.get("X-CSRF-Token")
+    raw = value.encode("utf-8", "surrogateescape")  # \udcff: the lone byte 0xff
+    params = {name: raw} if where == "query" else {}
+    query = urlencode(params)
+    target = url + ("?" + query if query else "")
+    if method == "GET":
+        return client.get(target)
+    form: dict[str, Any] = {"csrf": csrf or ""}
+    if where == "form":
+        form[name] = raw
+    body = urlencode(form).encode()
+    if "/api/" in url:
+        return client.request(method, target, json={"result": {}, "decision": "approve"})
+    return client.request(method, target, content=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+
+
+def test_every_parameter_of_every_route_survives_hostile_text(site: Site) -> None:
+    seat = site.seat("HX", unique("S"))
+    clients = _clients(site, seat)
+    for method, path, where, name, _ann in ROUTE_PARAMS:
+        for value in HOSTILE_TEXT:
+            for client in clients:
+                resp = _request(client, method, path, where, name, value, seat.agent_id)
+                assert resp.status_code < 500, (method, path, name, value[:20],
+                                                resp.text[:300])
+                if where == "query" and "\x00" in value and resp.status_code == 422:
+                    assert name in resp.text, resp.text
+
+
+JSON_HOSTILE = ('[' * 5000 + ']' * 5000, '{"a": NaN}', '{"a": "\\ud800"}', '{"a": "\\u0000"}',
+                '{"a": 9223372036854775808}', '{"result": {"ok": Infinity}}', "[]", "null",
+                '"' + "x" * 70000 + '"', '{"\\ud800": 1, "decision": "deny"}')
+
+
+def test_every_json_body_in_the_openapi_schema_survives_hostile_documents(site: Site) -> None:
+    seat = site.seat("HX", unique("J"))
+    schema = httpx.get(site.url + "/openapi.json", timeout=10).json()
+    # Every route that takes a body: those documenting a JSON body, and the agent API's
+    # POSTs that read theirs by hand after the token check.
+    routes = [(m.upper(), p) for p, ops in schema["paths"].items() for m, op in ops.items()
+              if "application/json" in op.get("requestBody", {}).get("content", {})
+              or (m == "post" and p.startswith("/api/"))]
+    assert ("POST", "/api/v1/events") in routes and ("POST", "/api/v1/heartbeat") in routes
+    for client in _clients(site, seat):
+        for method, path in routes:
+            url = path.replace("{agent_id}", seat.agent_id)
+            for p in ("{job_id}", "{command_id}"):
+                url = url.replace(p, "1")
+            for doc in JSON_HOSTILE:
+                resp = client.request(method, url, content=doc, headers={
+                    "Content-Type": "application/json"})
+                assert resp.status_code < 500, (method, url, doc[:40], resp.text[:300])
 
 
 def _raw_post(seat: Seat, body: bytes) -> httpx.Response:

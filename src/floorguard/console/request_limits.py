@@ -10,7 +10,9 @@ bounds the routes' models share.
   store's columns hold (64-bit seqs and times, 32-bit row ids on PostgreSQL), so 2^63 is
   a 422 naming the parameter rather than an overflow in the database driver.
 - ``parse_json`` is the one JSON reader of the agent API: NaN and Infinity, lone
-  surrogates and nesting deeper than ``MAX_DEPTH`` are 422s naming the field.
+  surrogates, NUL characters (PostgreSQL's text and jsonb cannot hold them) and nesting
+  deeper than ``MAX_DEPTH`` are 422s naming the field. ``BodyLimits`` refuses a NUL in a
+  query parameter the same way.
 - ``check_event_ts`` is the clock-skew bound of ingest.
 """
 
@@ -23,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import annotated_types as at
 from fastapi import HTTPException
@@ -83,6 +86,11 @@ class BodyLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        nul = _nul_in_query(scope.get("query_string", b""))
+        if nul is not None:
+            await _refuse(send, 422, [{"loc": ["query", nul], "type": "nul_character",
+                                       "msg": _NUL_MSG}])
+            return
         limit = self.limit_for(scope["path"])
         declared = _header(scope, b"content-length")
         if declared is not None:
@@ -140,7 +148,21 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
+_NUL_MSG = "holds a NUL character (\\u0000), which the store cannot hold; remove it"
+
+
+def _nul_in_query(query: bytes) -> str | None:
+    """The name of the first query parameter holding a NUL character, or None."""
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True,
+                                encoding="utf-8", errors="replace"):
+        if "\x00" in key or "\x00" in value:
+            return key.replace("\x00", "\\u0000")
+    return None
+
+
+async def _refuse(send: Send, status: int, detail: Any) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -180,6 +202,9 @@ def json_problem(value: Any) -> tuple[list[str | int], str, str] | None:
             return loc, f"nested deeper than {MAX_DEPTH} levels", "json_depth"
         if isinstance(v, dict):
             for k, item in v.items():
+                if "\x00" in k:
+                    return [*loc, k.replace("\x00", "\\u0000")], f"key {_NUL_MSG}", \
+                        "nul_character"
                 if not _encodable(k):
                     return [*loc, _escaped(k)], "key holds a lone surrogate (\\ud800-\\udfff)" \
                         "; send valid UTF-16 pairs or escape the bytes", "surrogate"
@@ -187,6 +212,8 @@ def json_problem(value: Any) -> tuple[list[str | int], str, str] | None:
         elif isinstance(v, list):
             stack.extend((item, [*loc, i]) for i, item in enumerate(v))
         elif isinstance(v, str):
+            if "\x00" in v:
+                return loc, _NUL_MSG, "nul_character"
             if not _encodable(v):
                 return loc, "holds a lone surrogate (\\ud800-\\udfff); send valid UTF-16 " \
                             "pairs or escape the bytes", "surrogate"

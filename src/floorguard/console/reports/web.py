@@ -49,9 +49,13 @@ def reports_page(request: Request, user: Annotated[User, Depends(AUDITORS)]) -> 
 
 def _day(text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise HTTPException(422, f"date {text!r}: write YYYY-MM-DD") from None
+    # A day's bounds in the floor's zone, and the next day, must exist on the calendar.
+    if not date(2, 1, 1) <= day <= date(9999, 12, 30):
+        raise HTTPException(422, f"date {text!r}: a day between 0002-01-01 and 9999-12-30")
+    return day
 
 
 @router.get("/reports/daily")
