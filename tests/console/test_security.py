@@ -321,6 +321,24 @@ def test_half_sent_requests_are_closed_and_one_address_cannot_take_every_socket(
         held = [closed(s) for s in socks[:8]]
         assert max(refused) < 0.5, refused
         assert min(held) > 0.5 and max(held) < 4.0, held
+        # A body the console answered without reading (401: no token) is not waited for,
+        # however slowly the client keeps trickling it.
+        with socket.create_connection(("127.0.0.1", live.port), timeout=0.5) as s:
+            s.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000"
+                      b"\r\n\r\n{\"events\"")
+            reply, gone, t0 = b"", False, time.monotonic()
+            while not gone and time.monotonic() - t0 < 8:
+                try:
+                    chunk = s.recv(4096)
+                    reply += chunk
+                    gone = not chunk
+                except TimeoutError:
+                    with contextlib.suppress(OSError):
+                        s.sendall(b" ")  # one more body byte every half second
+                except OSError:
+                    gone = True
+        assert reply.startswith(b"HTTP/1.1 401"), reply[:100]
+        assert gone and time.monotonic() - t0 < 3, "the connection was kept for the body"
         # Another address is served all along.
         with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as c:
             assert c.get(live.url + "/healthz").status_code == 200

@@ -8,7 +8,9 @@ heartbeats included) while asyncio logs a traceback per attempt. So:
 - ``HEADER_TIMEOUT_S``: a request's headers must be complete this long after its first
   byte (or after the connection opened); otherwise the connection is closed. The
   deadline is not renewed by each byte, so dripping a byte at a time does not help.
-  Stalled bodies are ``request_limits.BodyLimits``'s business.
+  Stalled bodies are ``request_limits.BodyLimits``'s business; a body the route never
+  read (a 401 answered before it) ends the connection once the response is sent, or a
+  client could trickle it for ever.
 - ``ConnectionGuard``: at most ``per_address`` open connections from one address and
   ``total`` in all (sized below the open-file limit); a connection over either is closed
   as soon as it is accepted, so its descriptor is free again at once.
@@ -106,6 +108,11 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout_s: float = HEADER_TI
                 self._arm_header_timer()  # a request has begun but its headers have not
             else:
                 self._cancel_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                self.transport.close()  # answered without reading it: drop the rest
 
         def _arm_header_timer(self) -> None:
             if self._header_timer is None:
