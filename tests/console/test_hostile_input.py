@@ -437,3 +437,47 @@ def _read_reply(s: socket.socket) -> bytes:
     while chunk := s.recv(65536):
         out += chunk
     return out
+
+
+@pytest.mark.parametrize(("status", "loc"), [
+    ({"controls": 5}, ["status", "controls"]),
+    ({"controls": ["usb", 7]}, ["status", "controls", 1]),
+    ({"unavailable": "usb"}, ["status", "unavailable"]),
+    ({"idle_seconds": "9"}, ["status", "idle_seconds"]),
+    ({"interval": -5}, ["status", "interval"]),
+    ({"locked": "yes"}, ["status", "locked"]),
+    ({"version": {"x": 1}}, ["status", "version"]),
+])
+def test_a_heartbeat_with_odd_types_is_a_422_naming_the_fact(
+        site: Site, status: dict[str, Any], loc: list[Any]) -> None:
+    seat = site.seat("HX", unique("K"))
+    resp = httpx.post(site.url + "/api/v1/heartbeat", json={"status": status}, timeout=10,
+                      headers={"Authorization": f"Bearer {seat.token}"})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"][:len(loc)] == loc, resp.text
+    # What real agents send, plus a fact a control adds, is taken.
+    ok = httpx.post(site.url + "/api/v1/heartbeat", timeout=10, json={"status": {
+        "version": "1.0", "policy": None, "controls": ["usb", "idle"], "unavailable": {},
+        "user": "tanaka", "session_user": "tanaka", "locked": False, "interval": 30.0,
+        "pending": 0, "usb": {"devices": 2}}},
+        headers={"Authorization": f"Bearer {seat.token}"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_a_stored_heartbeat_status_of_odd_types_breaks_no_page(site: Site) -> None:
+    from floorguard.console.schema import agents
+
+    seat = site.seat("HX", unique("Q"))
+    bad = {"controls": 5, "unavailable": ["usb"], "version": {"x": 1}, "user": ["a"],
+           "locked": "yes", "idle_seconds": "9", "interval": "x"}
+    site.heartbeat(seat, bad)
+    client = site.login("admin1")
+    try:
+        for page in ("/floor", "/floor/tiles", "/agents", "/coverage",
+                     f"/seats/{seat.agent_id}"):
+            resp = client.get(page)
+            assert resp.status_code == 200, (page, resp.text[:300])
+    finally:
+        with site.engine.begin() as conn:
+            conn.execute(agents.update().where(agents.c.id == seat.agent_id)
+                         .values(status={}))
