@@ -72,15 +72,16 @@ def main() -> int:
         end = time.monotonic() + args.hold
         while time.monotonic() < end:
             for key, _ev in sel.select(timeout=0):
-                s = key.fileobj
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
                 try:
-                    data = s.recv(4096)  # type: ignore[union-attr]
+                    data = conn.recv(4096)
                 except OSError:
                     data = b""
                 if not data:
                     closed_at.append(time.monotonic() - opened_at)
-                    sel.unregister(s)
-                    s.close()  # type: ignore[union-attr]
+                    sel.unregister(conn)
+                    conn.close()
             t0 = time.monotonic()
             try:
                 ok = probe.get(live.url + "/healthz").status_code == 200

@@ -49,7 +49,7 @@ def route_params() -> list[tuple[str, str, str, str, str]]:
             for where, attr in (("path", "path_params"), ("query", "query_params"),
                                 ("form", "body_params")):
                 for p in (p for d in deps for p in getattr(d, attr)):
-                    for method in sorted(route.methods - {"HEAD"}):
+                    for method in sorted((route.methods or set()) - {"HEAD"}):
                         found.append((method, route.path, where, p.name,
                                       str(p.field_info.annotation)))
     return found
@@ -269,7 +269,7 @@ def test_deep_json_is_a_422_not_a_crash(site: Site) -> None:
     assert resp.status_code < 500, resp.text[:300]
 
 
-hostile = st.one_of(
+hostile: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from([2**63, -(2**63) - 1, 10**40, float("nan"), float("inf"), -float("inf"),
                      "\ud800", "\udfff", "x\ud834", "2026-13-01T00:00:00Z",
                      "9999-12-31T23:00:00Z", "0000-00-00T00:00:00Z", None, [], {}, True]),
@@ -481,3 +481,54 @@ def test_a_stored_heartbeat_status_of_odd_types_breaks_no_page(site: Site) -> No
         with site.engine.begin() as conn:
             conn.execute(agents.update().where(agents.c.id == seat.agent_id)
                          .values(status={}))
+
+
+def _stalled_body(idle_s: float, total_s: float, drip_s: float | None) -> tuple[int, float]:
+    """Run BodyLimits over a real Starlette route that reads its body, fed by a client
+    that sends 2 bytes and then nothing (``drip_s`` None) or a byte every ``drip_s``."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from floorguard.console.request_limits import BodyLimits
+
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(len(await request.body())))
+
+    app = BodyLimits(Starlette(routes=[Route("/x", echo, methods=["POST"])]),
+                     idle_s=idle_s, total_s=total_s)
+    sent: list[dict[str, Any]] = []
+    first = True
+
+    async def receive() -> dict[str, Any]:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": b"ab", "more_body": True}
+        if drip_s is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(drip_s or 0)
+        return {"type": "http.request", "body": b"c", "more_body": True}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": [],
+             "query_string": b"", "root_path": "", "scheme": "http",
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+    t0 = time.monotonic()
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    return int(sent[0]["status"]), time.monotonic() - t0
+
+
+def test_a_body_that_stops_arriving_is_a_408() -> None:
+    status, took = _stalled_body(idle_s=0.2, total_s=30, drip_s=None)
+    assert status == 408 and took < 2
+
+
+def test_a_body_dripped_slower_than_the_whole_deadline_is_a_408() -> None:
+    status, took = _stalled_body(idle_s=5, total_s=0.5, drip_s=0.05)
+    assert status == 408 and took < 3
