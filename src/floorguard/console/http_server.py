@@ -8,9 +8,9 @@ heartbeats included) while asyncio logs a traceback per attempt. So:
 - ``HEADER_TIMEOUT_S``: a request's headers must be complete this long after its first
   byte (or after the connection opened); otherwise the connection is closed. The
   deadline is not renewed by each byte, so dripping a byte at a time does not help.
-  Stalled bodies are ``request_limits.BodyLimits``'s business; a body the route never
-  read (a 401 answered before it) ends the connection once the response is sent, or a
-  client could trickle it for ever.
+  Stalled bodies are ``request_limits.BodyLimits``'s business; the rest of a body the
+  route never read (a 401 answered before it) must arrive within ``UNREAD_BODY_S`` of
+  the response, or the connection ends: a client could otherwise trickle it for ever.
 - ``ConnectionGuard``: at most ``per_address`` open connections from one address and
   ``total`` in all (sized below the open-file limit); a connection over either is closed
   as soon as it is accepted, so its descriptor is free again at once.
@@ -31,6 +31,9 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEADER_TIMEOUT_S = 10.0
+# Long enough for a client that sent its body right behind its headers (the answer may
+# have gone out before the body's segment was read), too short to hold a socket.
+UNREAD_BODY_S = 2.0
 # One agent holds about two connections (a command long-poll and a heartbeat or
 # shipment); a floor of browsers behind one NAT address holds a few each.
 PER_ADDRESS = 256
@@ -85,6 +88,7 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout_s: float = HEADER_TI
     class GuardedH11Protocol(H11Protocol):
         _address: str | None = None
         _header_timer: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -97,6 +101,9 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout_s: float = HEADER_TI
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
             if self._address is not None:
                 guard.release(self._address)
                 self._address = None
@@ -111,6 +118,14 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout_s: float = HEADER_TI
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            if self.conn.their_state is h11.SEND_BODY and self._body_timer is None:
+                self._body_timer = self.loop.call_later(UNREAD_BODY_S, self._unread_body,
+                                                        self.cycle)
+
+        def _unread_body(self, cycle: Any) -> None:
+            self._body_timer = None
+            if self.cycle is not cycle:
+                return  # that body came in full and the next request has begun
             if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
                 self.transport.close()  # answered without reading it: drop the rest
 
