@@ -487,6 +487,7 @@ def _stalled_body(idle_s: float, total_s: float, drip_s: float | None) -> tuple[
     """Run BodyLimits over a real Starlette route that reads its body, fed by a client
     that sends 2 bytes and then nothing (``drip_s`` None) or a byte every ``drip_s``."""
     import asyncio
+    import threading
 
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -520,7 +521,11 @@ def _stalled_body(idle_s: float, total_s: float, drip_s: float | None) -> tuple[
              "query_string": b"", "root_path": "", "scheme": "http",
              "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
     t0 = time.monotonic()
-    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    # A loop of its own on a thread: another plugin's loop may be running on this one.
+    runner = threading.Thread(target=asyncio.run,
+                              args=(asyncio.wait_for(app(scope, receive, send), 10),))
+    runner.start()
+    runner.join()
     return int(sent[0]["status"]), time.monotonic() - t0
 
 
