@@ -190,3 +190,181 @@ def test_over_https_the_session_cookie_is_secure_and_hsts_is_sent(
         assert resp.headers["strict-transport-security"].startswith("max-age=")
     finally:
         tls.stop()
+
+
+WRONG = "wrong password!"
+
+
+def _fail(url: str, name: str, password: str = WRONG,
+          source: str | None = None) -> int:
+    transport = httpx.HTTPTransport(local_address=source) if source else None
+    with httpx.Client(transport=transport, timeout=60) as c:
+        return c.post(url + "/login", data={"username": name, "password": password}
+                      ).status_code
+
+
+def test_a_concurrent_burst_gets_no_more_password_checks_than_the_limit(site: Site) -> None:
+    import concurrent.futures
+
+    name = unique("sv")
+    site.add_user(name, "sv")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            codes = list(pool.map(lambda _i: _fail(site.url, name), range(20)))
+        checked = count(site, audit_log, audit_log.c.actor == name,
+                        audit_log.c.action == "login.failed")
+        assert checked <= MAX_PER_NAME, (checked, codes)
+        assert codes.count(401) == checked
+        assert set(codes) <= {401, 429, 503}
+        # The right password after the burst is refused too: the limit was reached.
+        assert _fail(site.url, name, PASSWORD) == 429
+    finally:
+        with site.engine.begin() as conn:
+            conn.execute(login_failures.delete())
+
+
+def test_made_up_names_and_another_address_cannot_lock_out_a_real_account(site: Site) -> None:
+    from floorguard.console.throttle import MAX_UNKNOWN_PER_ADDRESS
+
+    name = unique("adm")
+    site.add_user(name, "admin")
+    try:
+        for i in range(MAX_UNKNOWN_PER_ADDRESS):
+            assert _fail(site.url, unique(f"nobody{i}")) == 401
+        assert _fail(site.url, unique("nobody")) == 429  # the address, for made-up names
+        # ... but the real account still signs in from that same address.
+        assert _fail(site.url, name, PASSWORD) == 303
+        # A stranger at 127.0.0.2 exhausts the account's allowance from there ...
+        for _ in range(MAX_PER_NAME):
+            assert _fail(site.url, name, source="127.0.0.2") == 401
+        assert _fail(site.url, name, PASSWORD, source="127.0.0.2") == 429
+        # ... and the real user at 127.0.0.1 is not locked out by it.
+        assert _fail(site.url, name, PASSWORD) == 303
+    finally:
+        with site.engine.begin() as conn:
+            conn.execute(login_failures.delete())
+
+
+def test_an_admin_unlocks_an_account_from_the_command_line(site: Site) -> None:
+    name = unique("sv")
+    site.add_user(name, "sv")
+    for _ in range(MAX_PER_NAME):
+        assert _fail(site.url, name) == 401
+    assert _fail(site.url, name, PASSWORD) == 429
+    res = site.live.cli("user", "unlock", name)
+    assert res.returncode == 0, res.stderr
+    assert "unlocked" in res.stdout
+    assert _fail(site.url, name, PASSWORD) == 303
+    assert count(site, audit_log, audit_log.c.action == "user.unlocked",
+                 audit_log.c.target == name) == 1
+    missing = site.live.cli("user", "unlock", unique("ghost"))
+    assert missing.returncode == 1 and "no user" in missing.stderr
+
+
+def test_password_checks_beyond_the_cap_are_turned_away_quickly() -> None:
+    import threading
+    import time
+
+    from floorguard.console.throttle import PasswordChecks
+
+    checks = PasswordChecks(limit=2, queue_s=0.05)
+    inside = threading.Barrier(3)
+    leave = threading.Event()
+
+    def hold() -> None:
+        with checks.slot() as got:
+            assert got
+            inside.wait()
+            leave.wait(5)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    inside.wait()
+    t0 = time.monotonic()
+    with checks.slot() as got:
+        assert not got
+    assert time.monotonic() - t0 < 1.0
+    leave.set()
+    for t in holders:
+        t.join()
+    with checks.slot() as got:
+        assert got
+
+
+def test_half_sent_requests_are_closed_and_one_address_cannot_take_every_socket(
+        tmp_path: object) -> None:
+    import contextlib
+    import socket
+    import time
+    from pathlib import Path
+
+    live = LiveConsole(Path(str(tmp_path)), env={
+        "FLOORGUARD_HEADER_TIMEOUT": "1", "FLOORGUARD_MAX_CONNECTIONS_PER_ADDRESS": "8"})
+    socks: list[socket.socket] = []
+    try:
+        live.start()
+        time.sleep(6)  # let the readiness probe's keep-alive connection time out
+        for _ in range(12):
+            s = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+            s.sendall(b"GET /healthz HT")
+            socks.append(s)
+        t0 = time.monotonic()
+
+        def closed(s: socket.socket) -> float:
+            with contextlib.suppress(ConnectionResetError):  # aborted: closed all the same
+                assert s.recv(100) == b""
+            return time.monotonic() - t0
+
+        # Over the cap: closed at once. Within it: closed at the header deadline.
+        refused = [closed(s) for s in socks[8:]]
+        held = [closed(s) for s in socks[:8]]
+        assert max(refused) < 0.5, refused
+        assert min(held) > 0.5 and max(held) < 4.0, held
+        # A body the console answered without reading (401: no token) is not waited for,
+        # however slowly the client keeps trickling it.
+        with socket.create_connection(("127.0.0.1", live.port), timeout=0.5) as s:
+            s.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000"
+                      b"\r\n\r\n{\"events\"")
+            reply, gone, t0 = b"", False, time.monotonic()
+            while not gone and time.monotonic() - t0 < 8:
+                try:
+                    chunk = s.recv(4096)
+                    reply += chunk
+                    gone = not chunk
+                except TimeoutError:
+                    with contextlib.suppress(OSError):
+                        s.sendall(b" ")  # one more body byte every half second
+                except OSError:
+                    gone = True
+        assert reply.startswith(b"HTTP/1.1 401"), reply[:100]
+        assert gone and time.monotonic() - t0 < 4, "the connection was kept for the body"
+        # Another address is served all along.
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as c:
+            assert c.get(live.url + "/healthz").status_code == 200
+        assert "connection refused" in live.log.read_text()
+    finally:
+        for s in socks:
+            s.close()
+        live.stop()
+
+
+def test_the_same_log_line_is_written_once_per_period_with_a_count() -> None:
+    import logging
+
+    from floorguard.console.http_server import RepeatFilter
+
+    now = [0.0]
+    f = RepeatFilter(every_s=60, clock=lambda: now[0])
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, (), None)
+
+    assert f.filter(rec("socket.accept() out of system resource"))
+    assert not any(f.filter(rec("socket.accept() out of system resource"))
+                   for _ in range(1000))
+    assert f.filter(rec("another message"))
+    now[0] = 61
+    again = rec("socket.accept() out of system resource")
+    assert f.filter(again)
+    assert "1000 more like this" in again.getMessage()

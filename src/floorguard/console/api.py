@@ -8,27 +8,28 @@ fails any check.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..events import CONSOLE_KINDS, CONTROLS, KINDS, SEVERITIES
 from .auth import sha256_hex
 from .ingest import store_events
+from .request_limits import INT64_MAX, ROUTE_LIMITS, check_event_ts, parse_json
 from .schema import agents
 
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = dict(ROUTE_LIMITS)["/api/v1/events"]
 MAX_BATCH = 1000
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Label = Annotated[str, Field(max_length=255)]
+Seq = Annotated[int, Field(ge=1, le=INT64_MAX)]
 
 
 class EventIn(BaseModel):
@@ -38,8 +39,10 @@ class EventIn(BaseModel):
 
     id: Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
                                      r"[0-9a-f]{12}$")]
-    seq: Annotated[int, Field(ge=1)]
-    ts: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")]
+    seq: Seq
+    # A real instant within the clock-skew bound (request_limits.check_event_ts).
+    ts: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"),
+                  AfterValidator(check_event_ts)]
     agent: Annotated[str, Field(min_length=1, max_length=64)]
     host: Label
     seat: Label
@@ -59,10 +62,10 @@ class GapIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    from_seq: Annotated[int, Field(ge=1)]
-    to_seq: Annotated[int, Field(ge=1)]
+    from_seq: Seq
+    to_seq: Seq
     last_hash: Hex64
-    count: Annotated[int, Field(ge=1)]
+    count: Seq
 
 
 class EventBatch(BaseModel):
@@ -126,10 +129,7 @@ async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
         if len(body) > limit:
             raise HTTPException(413, f"body is over the {limit}-byte limit; send smaller "
                                      "batches")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPException(422, f"body is not valid JSON: {exc}") from None
+    return parse_json(body)
 
 
 def validation_detail(exc: ValidationError) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -16,10 +17,11 @@ from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from . import i18n
+from . import i18n, throttle
 from .auth import LoginRequired
 from .db import open_store
 from .live import Hub
+from .request_limits import BodyLimits
 
 HERE = Path(__file__).parent
 
@@ -55,6 +57,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.state.on_start: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
     app.state.on_stop: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
     app.state.templates = make_templates()
+    app.state.password_checks = throttle.PasswordChecks()
 
     from . import (
         account,
@@ -109,6 +112,47 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
         return render(request, "error.html", {"status": exc.status_code, "detail": detail},
                       status=exc.status_code)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def unencodable(request: Request, exc: UnicodeEncodeError) -> Response:
+        """A lone surrogate (JSON's "\\ud800") parses into a str that neither the store
+        nor a page can encode: the request was bad, not the console. The agent API names
+        the field (request_limits.parse_json); this catches the routes FastAPI parses."""
+        return JSONResponse({"detail": [{
+            "loc": ["body"], "type": "surrogate",
+            "msg": "a text value holds a lone surrogate (\\ud800-\\udfff); send valid "
+                   "UTF-16 pairs"}]}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        """422 naming each field, without echoing the input back: an input of NaN (or a
+        lone surrogate) cannot be written as JSON, and echoing turned it into a 500."""
+        return JSONResponse({"detail": [
+            {"loc": [x.encode("utf-8", "backslashreplace").decode() if isinstance(x, str)
+                     else x for x in e.get("loc", ())],
+             "msg": str(e.get("msg", "")),
+             "type": str(e.get("type", ""))} for e in exc.errors()]}, status_code=422)
+
+    async def unstorable(request: Request, exc: Exception) -> Response:
+        """The store refused a value (a NUL character in PostgreSQL text, a number out of
+        a column's range) that no route check caught: the request was bad, not the
+        console. The routes name their fields; this keeps any they miss from a 500."""
+        first = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        return JSONResponse({"detail": [{
+            "loc": ["body"], "type": "unstorable",
+            "msg": f"a value cannot be stored ({first}); remove NUL characters and keep "
+                   "numbers in range"}]}, status_code=422)
+
+    import sqlalchemy.exc
+
+    app.add_exception_handler(sqlalchemy.exc.DataError, unstorable)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite-only installs
+        pass
+    else:
+        # Ingest's COPY runs on the driver's cursor, below SQLAlchemy's wrapping.
+        app.add_exception_handler(psycopg.DataError, unstorable)
+
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, _exc: LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
@@ -126,6 +170,10 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
         if request.url.scheme == "https":
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
+
+    # Outermost, so that an oversized or stalled body is refused before any other layer
+    # (or a route's form parser, which spools to disk) reads it.
+    app.add_middleware(BodyLimits)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request) -> JSONResponse:

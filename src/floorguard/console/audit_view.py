@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from .auth import User, require
 from .i18n import N_
+from .request_limits import RowId
 from .schema import audit_log
 from .violations import display_timezone
 from .web import add_nav, render
@@ -22,7 +23,7 @@ add_nav("/audit", N_("Audit trail"), ("admin", "auditor"), order=80)
 
 @router.get("/audit")
 def audit_page(request: Request, user: Annotated[User, Depends(require("admin", "auditor"))],
-               actor: str = "", action: str = "", before: int | None = None
+               actor: str = "", action: str = "", before: RowId | None = None
                ) -> HTMLResponse:
     if len(actor) > 64 or len(action) > 64:
         raise HTTPException(422, "actor and action are at most 64 characters")

@@ -298,7 +298,9 @@ def check_csrf(request: Request, user: User, token: str | None) -> None:
     ``X-CSRF-Token`` header) and, from a browser, this console's own Origin."""
     check_origin(request)
     sent = token or request.headers.get("x-csrf-token") or ""
-    if not user.csrf or not hmac.compare_digest(sent, user.csrf):
+    # As bytes: compare_digest raises TypeError on a str that is not ASCII ("%FF").
+    if not user.csrf or not hmac.compare_digest(sent.encode("utf-8", "surrogateescape"),
+                                                user.csrf.encode()):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
 
 

@@ -5,6 +5,7 @@
                                            stdin or asked)
     floorguard console user floors NAME [--set F1,F2]   (show or replace its floors)
     floorguard console user passwd NAME | user disable NAME | user enable NAME | user list
+    floorguard console user unlock NAME | user unlock --address IP   (lift a sign-in lock)
     floorguard console enroll-code [--floor NAME] [--expires 24h] [--agent ID]
     floorguard console agent list | agent revoke ID
 """
@@ -48,6 +49,12 @@ def add_console_parser(sub: Any, func: Any) -> None:
         p = usub.add_parser(name, help=text)
         p.add_argument("name")
     usub.add_parser("list", help="list accounts")
+    un = usub.add_parser("unlock", help="lift a sign-in lock now: an account's failures "
+                                        "from every address, or (--address) the failures "
+                                        "under made-up names from one address")
+    un.add_argument("name", nargs="?", default=None)
+    un.add_argument("--address", default=None, metavar="IP",
+                    help="with NAME: only that address's failures for the account")
 
     ag = csub.add_parser("agent", help="list or revoke enrolled agents")
     agsub = ag.add_subparsers(dest="agent_cmd", metavar="ACTION")
@@ -110,6 +117,8 @@ def _user(args: argparse.Namespace, engine: Any, actor: str) -> int:
     from .auth import AuthError, add_user, audit, list_users, set_disabled, set_password
     from .membership import all_memberships
 
+    if args.user_cmd == "unlock":
+        return _unlock(args, engine, actor)
     try:
         with engine.begin() as conn:
             if args.user_cmd == "list":
@@ -176,6 +185,31 @@ def _user_floors(args: argparse.Namespace, conn: Any, actor: str) -> int:
             print(f"note: {args.name} is an admin and sees every floor whatever is set",
                   file=sys.stderr)
     print(f"{args.name}\t{row.role}\t{_floors_text(row.role, sorted(floors_of(conn, row.id)))}")
+    return EXIT_OK
+
+
+def _unlock(args: argparse.Namespace, engine: Any, actor: str) -> int:
+    import sqlalchemy as sa
+
+    from .auth import audit
+    from .schema import users
+    from .throttle import unlock
+
+    if args.name is None and args.address is None:
+        print("floorguard console user unlock: name an account, or give --address IP",
+              file=sys.stderr)
+        return EXIT_USAGE
+    with engine.begin() as conn:
+        if args.name is not None and conn.execute(
+                sa.select(users.c.id).where(users.c.name == args.name)).first() is None:
+            print(f"floorguard console user unlock: no user {args.name!r} (see 'floorguard "
+                  "console user list')", file=sys.stderr)
+            return EXIT_FAIL
+        gone = unlock(conn, args.name, args.address)
+        audit(conn, actor, "user.unlocked", args.name or "", args.address or "",
+              {"failures_forgotten": gone})
+    what = args.name if args.name is not None else f"made-up names from {args.address}"
+    print(f"{what}: unlocked ({gone} recent failures forgotten)")
     return EXIT_OK
 
 
@@ -256,11 +290,45 @@ def _serve(args: argparse.Namespace, url: str) -> int:
     # after a clean stop instead of dying of the re-raised signal.
     import signal
 
+    from .http_server import (
+        HEADER_TIMEOUT_S,
+        PER_ADDRESS,
+        ConnectionGuard,
+        guarded_protocol,
+        throttle_logs,
+    )
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(app, host=host, port=port, ssl_certfile=args.tls_cert,
-                ssl_keyfile=args.tls_key, log_level="warning", proxy_headers=False,
-                server_header=False,
-                # agents' command long-polls stay open for 25 s: do not wait them out
-                timeout_graceful_shutdown=2)
+    try:
+        guard = ConnectionGuard(per_address=_env_int(
+            "FLOORGUARD_MAX_CONNECTIONS_PER_ADDRESS", PER_ADDRESS))
+        header_timeout = float(_env_int("FLOORGUARD_HEADER_TIMEOUT", int(HEADER_TIMEOUT_S)))
+    except ValueError as exc:
+        print(f"floorguard console: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config = uvicorn.Config(
+        app, host=host, port=port, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+        log_level="warning", proxy_headers=False, server_header=False,
+        http=guarded_protocol(guard, header_timeout),
+        timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
+        # agents' command long-polls stay open for 25 s: do not wait them out
+        timeout_graceful_shutdown=2)
+    throttle_logs()  # after uvicorn's Config has set up its loggers
+    print(f"floorguard console: at most {guard.per_address} connections per address, "
+          f"{guard.total} in all; request headers within {header_timeout:g} s",
+          file=sys.stderr, flush=True)
+    uvicorn.Server(config).run()
     return EXIT_OK
+
+
+def _env_int(name: str, default: int) -> int:
+    import os
+
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"${name}={text!r}: write a positive whole number (default "
+                         f"{default}), or unset it")
+    return int(text)

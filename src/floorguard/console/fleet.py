@@ -67,9 +67,13 @@ def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
                 now_us=now, heard_us=r.last_seen_us, stopped=r.stopped_us is not None,
                 interval_s=interval_of(r.heartbeat_us, r.interval_s,
                                        policy.heartbeat_interval_s))
-        status = d.get("status") or {}
-        d["controls"] = ", ".join(status.get("controls") or [])
-        d["unavailable"] = ", ".join(sorted((status.get("unavailable") or {}).keys()))
+        # Read defensively: a row stored before heartbeats were typed must not break the
+        # page for everyone.
+        status = d["status"] if isinstance(d.get("status"), dict) else {}
+        controls, unavailable = status.get("controls"), status.get("unavailable")
+        d["controls"] = ", ".join(map(str, controls)) if isinstance(controls, list) else ""
+        d["unavailable"] = ", ".join(sorted(map(str, unavailable))) \
+            if isinstance(unavailable, dict) else ""
         d["user"] = status.get("session_user") or status.get("user") or ""
         d["locked"] = status.get("locked")
         # The agent's own words ("degraded: disk full ...") while its journal cannot write.

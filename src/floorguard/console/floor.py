@@ -29,6 +29,7 @@ from .floor_settings import FloorPolicy, all_floor_policies
 from .i18n import N_
 from .presence import STOPPED, interval_of, is_silent, liveness, silent_after_us
 from .ratio import ratio_exceeded
+from .request_limits import StoreInt
 from .schema import agents, events
 from .seats import SILENT, Tile, seat_state, tile_state
 from .web import add_nav, render
@@ -178,7 +179,7 @@ TIMELINE_PAGE = 100
 @router.get("/seats/{agent_id}")
 def seat_timeline(request: Request, user: Annotated[User, Depends(VIEWERS)],
                   agent_id: Annotated[str, Path(max_length=64)],
-                  before: int | None = None) -> HTMLResponse:
+                  before: StoreInt | None = None) -> HTMLResponse:
     """One seat's events, newest first, a page at a time (by seq, on the primary key)."""
     with request.app.state.engine.connect() as conn:
         agent = check_agent(conn, user, agent_id)

@@ -174,11 +174,17 @@ def _zone(name: str) -> ZoneInfo:
 
 def localtime(ts_us: int | None, tz: str = DEFAULT_TIMEZONE, fmt: str = "%Y-%m-%d %H:%M:%S"
               ) -> str:
-    """A stored time (microseconds since the epoch) as wall-clock time in ``tz``."""
+    """A stored time (microseconds since the epoch) as wall-clock time in ``tz``.
+
+    Never raises: a stored value no calendar holds (a PC's clock at year 9999, a row
+    written by hand) is shown as its raw number rather than failing the whole page."""
     if ts_us is None:
         return ""
-    dt = datetime.fromtimestamp(ts_us / 1_000_000, UTC).astimezone(_zone(tz))
-    return dt.strftime(fmt)
+    try:
+        dt = datetime.fromtimestamp(ts_us / 1_000_000, UTC).astimezone(_zone(tz))
+        return dt.strftime(fmt)
+    except (OverflowError, ValueError, OSError, TypeError, KeyError):
+        return f"? ({ts_us} µs)"
 
 
 def install(env: Any) -> None:

@@ -27,12 +27,14 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from . import chain, floor_policy, presence
 from .api import _bearer, agent_for_token, read_json, validation_detail
 from .auth import audit, client_ip, sha256_hex
 from .commands import commands, complete, mark_delivered, pending
 from .db import now_us
+from .request_limits import RowId
 from .schema import agents
 
 log = structlog.get_logger("floorguard.console.link")
@@ -42,12 +44,35 @@ router = APIRouter(prefix="/api/v1", tags=["agents"])
 MAX_WAIT = 60.0
 
 
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Name = Annotated[str, Field(max_length=255)]
+
+
+class HeartbeatStatus(TypedDict, total=False):
+    """The facts the console's pages read, typed, so that one agent's odd heartbeat
+    (``"controls": 5``) is its own 422 rather than a broken page for everyone. Controls
+    may add other facts (kept as sent)."""
+
+    __pydantic_config__ = ConfigDict(extra="allow", strict=True)  # type: ignore[misc]
+
+    version: Annotated[str, Field(max_length=64)] | None
+    policy: Annotated[str, Field(max_length=64)] | None
+    controls: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=64)]
+    unavailable: dict[Annotated[str, Field(max_length=64)], Any]
+    user: Name | None
+    session_user: Name | None
+    locked: bool | None
+    idle_seconds: Annotated[Finite, Field(ge=0)] | None
+    interval: Annotated[Finite, Field(gt=0)]
+    pending: Annotated[int, Field(ge=0, le=2**63 - 1)] | None
+
+
 class HeartbeatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent: Annotated[str | None, Field(max_length=64)] = None
     state: Literal["running", "stopping"] = "running"
-    status: dict[str, Any] = Field(default_factory=dict, description=(
+    status: HeartbeatStatus = Field(default_factory=lambda: HeartbeatStatus(), description=(
         "version, policy (hash in force), controls, unavailable, user, interval, and "
         "facts the controls add (lock state)"))
 
@@ -251,7 +276,7 @@ async def post_heartbeat(request: Request) -> HeartbeatOut:
     received = now_us()
 
     def store(conn: Any) -> HeartbeatOut:
-        changed = presence.heartbeat(conn, agent_id, body.state, body.status, received)
+        changed = presence.heartbeat(conn, agent_id, body.state, dict(body.status), received)
         if changed["stopping"]:
             audit(conn, "agent:" + agent_id, "agent.stopping", "", ip,
                   {"version": body.status.get("version")})
@@ -307,7 +332,7 @@ async def get_commands(
 @router.post("/commands/{command_id}/result",
              responses={401: {"description": "missing, unknown or revoked token"},
                         404: {"description": "no such command for this agent"}})
-async def post_result(request: Request, command_id: int) -> dict[str, Any]:
+async def post_result(request: Request, command_id: RowId) -> dict[str, Any]:
     """Acknowledge a command with its result (idempotent)."""
     agent_id = await authenticated_agent(request)
     payload = await read_json(request, limit=256 * 1024)

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from . import commands
 from .auth import User, audit, check_agent, check_csrf, client_ip, require
 from .db import now_us
+from .request_limits import Limit, RowId
 from .schema import agents, events, metadata
 
 print_jobs = sa.Table(
@@ -255,7 +256,7 @@ def print_queue(request: Request, user: Annotated[User, Depends(READERS)]) -> HT
 
 @router.post("/print/{agent_id}/{job_id}/approve", include_in_schema=False)
 def approve_form(request: Request, user: Annotated[User, Depends(DECIDERS)], agent_id: str,
-                 job_id: int, csrf: Annotated[str, Form()] = "",
+                 job_id: RowId, csrf: Annotated[str, Form()] = "",
                  note: Annotated[str, Form(max_length=1000)] = "") -> Response:
     check_csrf(request, user, csrf)
     try:
@@ -267,7 +268,7 @@ def approve_form(request: Request, user: Annotated[User, Depends(DECIDERS)], age
 
 @router.post("/print/{agent_id}/{job_id}/deny", include_in_schema=False)
 def deny_form(request: Request, user: Annotated[User, Depends(DECIDERS)], agent_id: str,
-              job_id: int, csrf: Annotated[str, Form()] = "",
+              job_id: RowId, csrf: Annotated[str, Form()] = "",
               reason: Annotated[str, Form(max_length=1000)] = "") -> Response:
     check_csrf(request, user, csrf)
     try:
@@ -279,7 +280,7 @@ def deny_form(request: Request, user: Annotated[User, Depends(DECIDERS)], agent_
 
 @router.get("/print/thumbnail/{agent_id}/{job_id}", include_in_schema=False)
 def thumbnail(request: Request, user: Annotated[User, Depends(READERS)], agent_id: str,
-              job_id: int) -> Response:
+              job_id: RowId) -> Response:
     """The first-page picture, read from the job's ``print.held`` event; signed-in users
     only, never cached by anything in between."""
     with request.app.state.engine.connect() as conn:
@@ -303,7 +304,7 @@ def thumbnail(request: Request, user: Annotated[User, Depends(READERS)], agent_i
 
 @router.get("/print/trail", include_in_schema=False)
 def trail(request: Request, user: Annotated[User, Depends(READERS)],
-          limit: int = 500) -> HTMLResponse:
+          limit: Limit = 500) -> HTMLResponse:
     """Every print event and every decision request, newest first (read-only)."""
     from .i18n import DEFAULT_TIMEZONE
     from .schema import audit_log
@@ -361,7 +362,7 @@ class PrintJobOut(BaseModel):
 
 @router.get("/api/v1/print/jobs", tags=["print"], response_model=list[PrintJobOut])
 def api_jobs(request: Request, user: Annotated[User, Depends(READERS)],
-             state: Literal["open", "all"] = "open", limit: int = 500) -> list[PrintJobOut]:
+             state: Literal["open", "all"] = "open", limit: Limit = 500) -> list[PrintJobOut]:
     """Print jobs, oldest held first; ``state=open`` lists those awaiting a decision."""
     limit = max(1, min(limit, 5000))
     query = (sa.select(print_jobs).where(user.agent_clause(print_jobs.c.agent))
@@ -380,7 +381,7 @@ def api_jobs(request: Request, user: Annotated[User, Depends(READERS)],
                         409: {"description": "already decided"},
                         422: {"description": "reason or note missing"}})
 def api_decide(request: Request, user: Annotated[User, Depends(DECIDERS)], agent_id: str,
-               job_id: int, body: DecisionIn) -> DecisionOut:
+               job_id: RowId, body: DecisionIn) -> DecisionOut:
     """Approve or deny a held job (``X-CSRF-Token`` header required)."""
     check_csrf(request, user, None)
     try:

@@ -42,11 +42,18 @@ _FIELDS = ("seat", "host", "user", "last_event_us", "last_kind", "last_violation
            "last_violation_kind", "idle_since_us", "locked")
 
 
-def fold(state: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The seat's state after ``records`` (in seq order). Pure."""
+def fold(state: dict[str, Any], records: list[dict[str, Any]], now: int | None = None
+         ) -> dict[str, Any]:
+    """The seat's state after ``records`` (in seq order), as of ``now``. Pure.
+
+    A record stamped after ``now`` counts as made ``now``: a PC whose clock jumped ahead
+    would otherwise hold its tile at that future time, and every record after the clock
+    was set right would look like a late one and change nothing."""
     s = dict(state)
     for r in records:
         ts = r.get("ts_us") or ts_to_us(r["ts"])
+        if now is not None:
+            ts = min(ts, now)
         if s.get("last_event_us") is not None and ts < s["last_event_us"]:
             # A late record from a backlog: it may still be the latest violation.
             if r["severity"] == "violation" and ts > (s.get("last_violation_us") or 0):
@@ -77,10 +84,11 @@ def on_ingest(conn: Connection, agent_id: str, records: list[dict[str, Any]],
         return
     row = conn.execute(sa.select(seat_state).where(seat_state.c.agent == agent_id)).first()
     before = {k: getattr(row, k) for k in _FIELDS} if row else {"locked": False}
-    after = fold(before, records)
+    now = now_us()
+    after = fold(before, records, now)
     values = {k: after.get(k) for k in _FIELDS}
     values["locked"] = bool(values["locked"])
-    values["updated_us"] = now_us()
+    values["updated_us"] = now
     if row is None:
         conn.execute(seat_state.insert().values(agent=agent_id, **values))
     else:

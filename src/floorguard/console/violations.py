@@ -25,6 +25,7 @@ from .auth import User, audit, check_event, client_ip, require, require_write
 from .db import now_us
 from .floor_settings import all_floor_policies
 from .i18n import DEFAULT_TIMEZONE, N_
+from .request_limits import INT64_MAX, StoreInt
 from .schema import events, metadata
 from .web import add_nav, render
 
@@ -68,9 +69,12 @@ def parse_filters(day: str, seat: str, operator: str, control: str, kind: str,
     """Validate filter values at the edge (422 naming the field)."""
     if day:
         try:
-            date.fromisoformat(day)
+            day_range(day, DEFAULT_TIMEZONE)
         except ValueError:
             raise HTTPException(422, "day: write the date as YYYY-MM-DD") from None
+        except OverflowError:
+            raise HTTPException(422, "day: a date between 0002-01-01 and 9999-12-30") \
+                from None
     if control and control not in CONTROLS:
         raise HTTPException(422, f"control: one of {', '.join(CONTROLS)}")
     if kind and kind not in KINDS:
@@ -84,9 +88,12 @@ def parse_cursor(text: str) -> tuple[int, str, int]:
     try:
         ts, rest = text.split(":", 1)
         agent, seq = rest.rsplit(":", 1)
-        return int(ts), agent, int(seq)
+        cursor = int(ts), agent, int(seq)
     except (ValueError, IndexError):
         raise HTTPException(422, "after: not a page cursor from this list") from None
+    if not all(-INT64_MAX <= v <= INT64_MAX for v in (cursor[0], cursor[2])):
+        raise HTTPException(422, "after: not a page cursor from this list")
+    return cursor
 
 
 def day_range(day: str, tz: str) -> tuple[int, int]:
@@ -184,7 +191,7 @@ def violations_page(
 
 @router.get("/violations/{agent}/{seq}")
 def violation_detail(request: Request, user: Annotated[User, Depends(VIEWERS)],
-                     agent: Annotated[str, Path(max_length=64)], seq: int) -> HTMLResponse:
+                     agent: Annotated[str, Path(max_length=64)], seq: StoreInt) -> HTMLResponse:
     with request.app.state.engine.connect() as conn:
         ev = check_event(conn, user, agent, seq)
         acks = acks_for(conn, [(agent, seq)]).get((agent, seq), [])
@@ -197,7 +204,7 @@ def violation_detail(request: Request, user: Annotated[User, Depends(VIEWERS)],
 
 @router.post("/violations/{agent}/{seq}/ack")
 def acknowledge(request: Request, user: Annotated[User, Depends(require_write("sv"))],
-                agent: Annotated[str, Path(max_length=64)], seq: int,
+                agent: Annotated[str, Path(max_length=64)], seq: StoreInt,
                 comment: Annotated[str, Form(max_length=MAX_COMMENT)]) -> Response:
     """An SV acknowledges a violation with a comment (the event stays as it was)."""
     comment = comment.strip()

@@ -33,6 +33,7 @@ from .auth import (
 )
 from .db import now_us
 from .i18n import DEFAULT_TIMEZONE, N_, choose_lang, template_context, translate
+from .request_limits import Limit
 
 router = APIRouter(include_in_schema=False)
 
@@ -99,6 +100,9 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 
 WRONG_LOGIN = N_("Wrong user name or password.")
 THROTTLED = N_("Too many failed sign-ins. Try again in %(minutes)s minutes.")
+BUSY_LOGIN = N_("Too many sign-ins at once. Try again in a moment.")
+# Every password-check slot was taken: no password was checked, nothing was counted.
+BUSY = throttle.Throttled(retry_after_s=1, by="busy")
 
 
 @router.post("/login")
@@ -113,27 +117,42 @@ async def login(
     ip = client_ip(request)
     old_token = request.cookies.get(SESSION_COOKIE)
 
+    checks: throttle.PasswordChecks = request.app.state.password_checks
+
     def check() -> tuple[User | None, throttle.Throttled | None]:
-        now = now_us()
-        with engine.begin() as conn:
-            blocked = throttle.check(conn, username, ip, now)
-            if blocked is not None:
-                audit(conn, username, "login.throttled", "", ip,
-                      {"by": blocked.by, "retry_after_s": blocked.retry_after_s})
-                return None, blocked
-            user = verify_login(conn, username, password)
-            if user is None:
-                throttle.record_failure(conn, username, ip, now)
-            else:
-                throttle.clear(conn, username)
-            audit(conn, username, "login" if user else "login.failed", "", ip)
-            if user is not None and old_token:
-                # Whatever session this browser carried before is over: a planted cookie
-                # never becomes a signed-in session (no session fixation).
-                end_session(conn, old_token)
-            return user, None
+        with checks.slot() as free:
+            if not free:
+                return None, BUSY
+            # Reserved and committed before counting: see throttle's docstring.
+            now = now_us()
+            attempt = throttle.reserve(engine, username, ip, now)
+            with engine.begin() as conn:
+                blocked = throttle.check(conn, attempt, ip, now)
+                if blocked is not None:
+                    throttle.release(conn, attempt)
+                    audit(conn, username, "login.throttled", "", ip,
+                          {"by": blocked.by, "retry_after_s": blocked.retry_after_s})
+                    return None, blocked
+            with engine.begin() as conn:
+                user = verify_login(conn, username, password)
+                if user is not None:
+                    throttle.release(conn, attempt)
+                    throttle.clear(conn, username, ip)
+                audit(conn, username, "login" if user else "login.failed", "", ip)
+                if user is not None and old_token:
+                    # Whatever session this browser carried before is over: a planted
+                    # cookie never becomes a signed-in session (no session fixation).
+                    end_session(conn, old_token)
+                return user, None
 
     user, blocked = await run_in_threadpool(check)
+    if blocked is BUSY:
+        lang = choose_lang(None, request.headers.get("accept-language"))
+        response = render(request, "login.html", {"next": _safe_next(next),
+                                                  "error": translate(lang, BUSY_LOGIN)},
+                          status=503)
+        response.headers["Retry-After"] = "1"
+        return response
     if blocked is not None:
         lang = choose_lang(None, request.headers.get("accept-language"))
         minutes = max(1, (blocked.retry_after_s + 59) // 60)
@@ -177,7 +196,7 @@ def home(user: Annotated[User, Depends(ANY_ROLE)]) -> Response:
 
 @router.get("/events")
 def recent_events(request: Request, user: Annotated[User, Depends(ANY_ROLE)],
-                  limit: int = 200) -> HTMLResponse:
+                  limit: Limit = 200) -> HTMLResponse:
     from .violations import Filters, list_events
 
     limit = max(1, min(limit, 1000))

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import User, audit, check_csrf, check_floor, client_ip, require
+from ..request_limits import RowId
 from . import archive as arch
 from . import schedule
 from .daily import build_report, list_floors
@@ -57,9 +58,13 @@ def reports_page(request: Request, user: Annotated[User, Depends(AUDITORS)]) -> 
 
 def _day(text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise HTTPException(422, f"date {text!r}: write YYYY-MM-DD") from None
+    # A day's bounds in the floor's zone, and the next day, must exist on the calendar.
+    if not date(2, 1, 1) <= day <= date(9999, 12, 30):
+        raise HTTPException(422, f"date {text!r}: a day between 0002-01-01 and 9999-12-30")
+    return day
 
 
 @router.get("/reports/daily")
@@ -96,7 +101,7 @@ async def daily(request: Request, user: Annotated[User, Depends(AUDITORS)],
 
 
 @router.get("/reports/archive/{rid}")
-def archived_download(request: Request, rid: int,
+def archived_download(request: Request, rid: RowId,
                       user: Annotated[User, Depends(AUDITORS)]) -> Response:
     _whole_site(user)
     with request.app.state.engine.begin() as conn:
