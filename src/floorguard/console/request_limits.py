@@ -138,7 +138,16 @@ class BodyLimits:
                 answered = True
                 await _refuse(send, *refusal)
 
-        await self.app(scope, limited, answer)
+        try:
+            await self.app(scope, limited, answer)
+        except Exception:
+            if refusal is None or answered:
+                raise
+            # A middleware between here and the route (Starlette's BaseHTTPMiddleware
+            # reads the body in a task group) hands this layer's refusal back as an error
+            # group: the client still gets the refusal, never a 500.
+            answered = True
+            await _refuse(send, *refusal)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
