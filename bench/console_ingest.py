@@ -113,8 +113,8 @@ def prefill(db_url: str, rows: int) -> float:
     """Add ``rows`` events of other agents straight into the store (SQLAlchemy Core)."""
     import sqlalchemy as sa
 
-    from floorguard.console.db import make_engine
-    from floorguard.console.schema import events
+    from floorguard.console.store.db import make_engine
+    from floorguard.console.store.schema import events
 
     engine = make_engine(db_url)
     t0 = time.perf_counter()
@@ -163,7 +163,7 @@ def main() -> int:
         assert console is not None
 
         from floorguard.console.cli import create_enrollment_code
-        from floorguard.console.db import open_store
+        from floorguard.console.store.db import open_store
 
         engine = open_store(db)
         codes = [create_enrollment_code(engine, "cli:bench", "bench", 600)

@@ -42,9 +42,9 @@ import sqlalchemy as sa
 from tests.live import PASSWORD, LiveConsole
 
 from floorguard.console.auth import add_user, sha256_hex
-from floorguard.console.db import now_us, open_store
-from floorguard.console.schema import agents, events
-from floorguard.console.seats import seat_state
+from floorguard.console.ingest.seats import seat_state
+from floorguard.console.store.db import now_us, open_store
+from floorguard.console.store.schema import agents, events
 from floorguard.events import GENESIS, new_id, record_hash, rfc3339
 
 KINDS = [("usb.allowed", "info", "usb"), ("idle.warned", "warning", "idle"),

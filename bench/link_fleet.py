@@ -104,8 +104,8 @@ def setup_store(db_url: str, n: int) -> list[tuple[str, str]]:
     import uuid
 
     from floorguard.console.auth import add_user, sha256_hex
-    from floorguard.console.db import now_us, open_store
-    from floorguard.console.schema import agents
+    from floorguard.console.store.db import now_us, open_store
+    from floorguard.console.store.schema import agents
 
     engine = open_store(db_url)
     fleet = [(str(uuid.uuid4()), secrets.token_urlsafe(32)) for _ in range(n)]
@@ -175,7 +175,7 @@ def main() -> int:
         csrf = re.search(r'name="csrf" value="([^"]+)"', sv.get("/agents").text)
         assert csrf, "could not sign in as the SV"
         from floorguard.console.commands import enqueue
-        from floorguard.console.db import make_engine
+        from floorguard.console.store.db import make_engine
 
         store = make_engine(db_url)
         cpu0, t0 = proc.cpu_times(), time.monotonic()

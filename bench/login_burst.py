@@ -34,8 +34,8 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 from tests.live import PASSWORD, LiveConsole  # noqa: E402
 
 from floorguard.console.auth import add_user  # noqa: E402
-from floorguard.console.db import open_store  # noqa: E402
-from floorguard.console.schema import audit_log  # noqa: E402
+from floorguard.console.store.db import open_store  # noqa: E402
+from floorguard.console.store.schema import audit_log  # noqa: E402
 
 
 def burst(url: str, name: str, wrong: int) -> tuple[collections.Counter[int], int | None]:

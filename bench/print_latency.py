@@ -23,7 +23,7 @@ from tests.print.cupsd import Cupsd
 
 from floorguard.agent.adapters.cups import COMPLETED, Cups
 from floorguard.console.commands import commands
-from floorguard.console.db import open_store
+from floorguard.console.store.db import open_store
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -28,13 +28,13 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from floorguard.console.chain import check_batch
-from floorguard.console.db import make_engine, open_store
-from floorguard.console.ingest import store_events
+from floorguard.console.ingest.chain import check_batch
+from floorguard.console.ingest.pipeline import store_events
 from floorguard.console.reports.daily import build_report
 from floorguard.console.reports.render import render
 from floorguard.console.reports.rollup import ingest_hook
-from floorguard.console.schema import agents
+from floorguard.console.store.db import make_engine, open_store
+from floorguard.console.store.schema import agents
 from floorguard.events import GENESIS, rfc3339
 
 DAY = date(2026, 11, 26)

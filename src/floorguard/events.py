@@ -105,7 +105,7 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}
 
 def parse_time(text: str) -> datetime:
     """RFC 3339, a date (midnight UTC), or a relative time like ``10m`` / ``2h`` ago."""
-    from .policy import parse_duration  # local: policy is not needed to write events
+    from floorguard.policy import parse_duration  # local: policy is not needed to write events
 
     text = text.strip()
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):

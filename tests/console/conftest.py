@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from floorguard.console.db import open_store
+from floorguard.console.store.db import open_store
 from tests.console.kit import Site
 from tests.live import LiveConsole
 

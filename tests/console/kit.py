@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 
 from floorguard.console.auth import add_user
 from floorguard.console.cli import create_enrollment_code
-from floorguard.console.db import now_us
 from floorguard.console.membership import floors_of, set_floors
-from floorguard.console.schema import agents, users
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents, users
 from floorguard.events import GENESIS, new_id, record_hash, rfc3339
 from tests.live import PASSWORD, LiveConsole
 

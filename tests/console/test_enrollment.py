@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from floorguard.console.schema import agents, audit_log
+from floorguard.console.store.schema import agents, audit_log
 from tests.console.kit import Seat, Site, unique
 
 

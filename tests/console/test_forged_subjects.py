@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from floorguard.console.reports.sources import DEFAULT_TIMEZONE
-from floorguard.console.schema import audit_log, events
+from floorguard.console.store.schema import audit_log, events
 from tests.console.kit import Seat, Site, unique
 
 

@@ -19,10 +19,10 @@ from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from floorguard.console.api.limits import FORM_LIMIT, check_event_ts, json_problem
 from floorguard.console.app import create_app
-from floorguard.console.request_limits import FORM_LIMIT, check_event_ts, json_problem
-from floorguard.console.schema import events
-from floorguard.console.seats import fold, seat_state
+from floorguard.console.ingest.seats import fold, seat_state
+from floorguard.console.store.schema import events
 from floorguard.events import record_hash, rfc3339
 from tests.console.kit import Seat, Site, unique
 
@@ -465,7 +465,7 @@ def test_a_heartbeat_with_odd_types_is_a_422_naming_the_fact(
 
 
 def test_a_stored_heartbeat_status_of_odd_types_breaks_no_page(site: Site) -> None:
-    from floorguard.console.schema import agents
+    from floorguard.console.store.schema import agents
 
     seat = site.seat("HX", unique("Q"))
     bad = {"controls": 5, "unavailable": ["usb"], "version": {"x": 1}, "user": ["a"],
@@ -494,7 +494,7 @@ def _stalled_body(idle_s: float, total_s: float, drip_s: float | None) -> tuple[
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from floorguard.console.request_limits import BodyLimits
+    from floorguard.console.api.limits import BodyLimits
 
     async def echo(request: Request) -> PlainTextResponse:
         return PlainTextResponse(str(len(await request.body())))

@@ -13,7 +13,7 @@ from pathlib import Path
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
-from floorguard.console.i18n import (
+from floorguard.console.web.i18n import (
     LOCALE_DIR,
     choose_lang,
     localtime,
@@ -53,7 +53,7 @@ def test_compiled_catalogs_match_their_sources() -> None:
         with open(LOCALE_DIR / lang / "LC_MESSAGES" / "messages.mo", "rb") as f:
             mo = {m.id: m.string for m in read_mo(io.BytesIO(f.read())) if m.id}
         po = {m.id: m.string for m in _po(lang) if m.id and m.string}
-        assert mo == po, f"{lang}: run 'pybabel compile -d src/floorguard/console/locale'"
+        assert mo == po, f"{lang}: run 'pybabel compile -d src/floorguard/console/web/locale'"
 
 
 def test_translations_keep_their_placeholders() -> None:
@@ -84,7 +84,7 @@ def test_local_time_in_the_floor_zone() -> None:
 
 
 def test_kind_labels_name_real_kinds_and_read_in_japanese() -> None:
-    from floorguard.console.i18n import KIND_LABELS, template_context
+    from floorguard.console.web.i18n import KIND_LABELS, template_context
     from floorguard.events import KINDS
 
     assert set(KIND_LABELS) <= KINDS

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from floorguard.console.auth import SESSION_COOKIE, set_disabled, sha256_hex
-from floorguard.console.db import now_us
-from floorguard.console.schema import audit_log, sessions
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import audit_log, sessions
 from floorguard.console.throttle import MAX_PER_NAME, login_failures
 from tests.console.kit import Site, count, unique
 from tests.live import PASSWORD, LiveConsole

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from floorguard.console.db import now_us
 from floorguard.console.presence import heartbeat
+from floorguard.console.store.db import now_us
 from tests.console.kit import Site, unique
 
 S = 1_000_000

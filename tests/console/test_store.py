@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from floorguard.console import db
-from floorguard.console.db import open_store
-from floorguard.console.ingest import ts_to_us
-from floorguard.console.violations import Filters, list_events
+from floorguard.console.ingest.pipeline import ts_to_us
+from floorguard.console.store import db
+from floorguard.console.store.db import open_store
+from floorguard.console.web.violations import Filters, list_events
 from tests.console.kit import Site, unique
 
 # Each filter of the violations page and the index that serves it in page order.

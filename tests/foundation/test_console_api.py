@@ -37,7 +37,7 @@ def codes(console: LiveConsole) -> Iterator[Iterator[str]]:
     """Enrollment codes, made by the console's own code on its store (quicker than one
     CLI process per code)."""
     from floorguard.console.cli import create_enrollment_code
-    from floorguard.console.db import open_store
+    from floorguard.console.store.db import open_store
 
     engine = open_store(console.db_url)
     try:

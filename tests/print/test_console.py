@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from floorguard.agent.controls.print.control import describe_document
 from floorguard.console import commands
-from floorguard.console.db import open_store
-from floorguard.console.printing import print_jobs
-from floorguard.console.schema import audit_log
+from floorguard.console.store.db import open_store
+from floorguard.console.store.schema import audit_log
+from floorguard.console.web.printing import print_jobs
 from tests.live import LiveConsole
 from tests.print.feed import AgentFeed, csrf_of
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from floorguard.console.app import create_app
-from floorguard.console.db import make_engine, open_store
+from floorguard.console.store.db import make_engine, open_store
 from tests.reports import fixture_day
 from tests.reports.pg import private_cluster
 

@@ -23,9 +23,9 @@ from sqlalchemy.engine import Engine
 
 from floorguard.console.auth import sha256_hex
 from floorguard.console.console_events import record_console_event
-from floorguard.console.ingest import ts_to_us
+from floorguard.console.ingest.pipeline import ts_to_us
 from floorguard.console.presence import check_silent, heartbeat
-from floorguard.console.schema import agents
+from floorguard.console.store.schema import agents
 from floorguard.events import GENESIS, record_hash, rfc3339
 
 DAY = "2026-11-26"

@@ -17,7 +17,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from floorguard.console.db import open_store
 from floorguard.console.reports.schedule import (
     ScheduleError,
     make_scheduler,
@@ -25,6 +24,7 @@ from floorguard.console.reports.schedule import (
     schedule_config,
 )
 from floorguard.console.reports.store import report_archive
+from floorguard.console.store.db import open_store
 from tests.live import LiveConsole, floorguard
 from tests.reports import fixture_day
 

@@ -25,7 +25,7 @@ from floorguard.console.app import create_app
 from floorguard.console.auth import sha256_hex
 from floorguard.console.reports.daily import build_report
 from floorguard.console.reports.render import render
-from floorguard.console.schema import agents
+from floorguard.console.store.schema import agents
 from floorguard.events import GENESIS, record_hash
 from tests.reports.fixture_day import FLOOR
 from tests.reports.test_daily_figures import floor_of, report

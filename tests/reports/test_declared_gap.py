@@ -24,7 +24,7 @@ from floorguard.console.app import create_app
 from floorguard.console.auth import sha256_hex
 from floorguard.console.console_events import CONSOLE_AGENT
 from floorguard.console.reports.daily import build_report
-from floorguard.console.schema import agents, events
+from floorguard.console.store.schema import agents, events
 from floorguard.journal import Journal, JournalReader
 from tests.link.journal_fill import fill
 from tests.live import floorguard

@@ -16,12 +16,13 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from . import i18n, throttle
-from .auth import LoginRequired
-from .db import open_store
-from .live import Hub
-from .request_limits import BodyLimits
+from floorguard import __version__
+from floorguard.console import throttle
+from floorguard.console.api.limits import BodyLimits
+from floorguard.console.auth import LoginRequired
+from floorguard.console.live import Hub
+from floorguard.console.store.db import open_store
+from floorguard.console.web import i18n
 
 HERE = Path(__file__).parent
 
@@ -29,7 +30,7 @@ IngestHook = Callable[..., None]
 
 
 def make_templates() -> Jinja2Templates:
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates = Jinja2Templates(directory=str(HERE / "web" / "templates"))
     i18n.install(templates.env)
     templates.env.globals["version"] = __version__
     return templates
@@ -59,23 +60,22 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.state.templates = make_templates()
     app.state.password_checks = throttle.PasswordChecks()
 
-    from . import (
+    from floorguard.console import ratio, reports
+    from floorguard.console.api import events as api
+    from floorguard.console.api import link as link_api
+    from floorguard.console.ingest import seats
+    from floorguard.console.web import (
         account,
-        agents_view,
-        api,
-        audit_view,
         duty,
         fleet,
         floor,
         floor_settings,
-        link_api,
         printing,
-        ratio,
-        reports,
-        seats,
         violations,
-        web,
     )
+    from floorguard.console.web import audit as audit_view
+    from floorguard.console.web import coverage as agents_view
+    from floorguard.console.web import site as web
 
     app.include_router(api.router)
     default_openapi = app.openapi
@@ -98,7 +98,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.state.ingest_hooks.append(seats.on_ingest)
     app.state.on_start.append(ratio.start_scheduler)
     app.state.on_stop.append(ratio.stop_scheduler)
-    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.mount("/static", StaticFiles(directory=str(HERE / "web" / "static")), name="static")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -106,7 +106,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
         wants_html = "text/html" in request.headers.get("accept", "")
         if request.url.path.startswith("/api/") or not wants_html:
             return await http_exception_handler(request, exc)
-        from .web import render
+        from floorguard.console.web.site import render
 
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return render(request, "error.html", {"status": exc.status_code, "detail": detail},

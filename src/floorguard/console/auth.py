@@ -22,8 +22,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 from sqlalchemy.engine import Connection, Engine
 
-from .db import now_us
-from .schema import agents, audit_log, events, sessions, users
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents, audit_log, events, sessions, users
 
 ROLES = ("admin", "sv", "auditor")
 SESSION_COOKIE = "fg_session"
@@ -72,7 +72,7 @@ class User:
         are about."""
         if self.floors is None:
             return sa.true()
-        from .console_events import CONSOLE_AGENT
+        from floorguard.console.console_events import CONSOLE_AGENT
 
         floors = sorted(self.floors)
         about = events.c.details
@@ -218,7 +218,7 @@ def with_floors(conn: Connection, user: User) -> User:
     """The user with the floors they may see (see ``User.floors``)."""
     from dataclasses import replace
 
-    from .membership import floors_of
+    from floorguard.console.membership import floors_of
 
     if user.role == "admin":
         return replace(user, floors=None)

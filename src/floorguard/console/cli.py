@@ -90,7 +90,7 @@ def _read_password(confirm: bool = True) -> str:
 def run_console_command(args: argparse.Namespace) -> int:
     import os
 
-    from .db import StoreError, default_url, open_store
+    from floorguard.console.store.db import StoreError, default_url, open_store
 
     url = args.db or default_url()
     if args.console_cmd in (None, "serve"):
@@ -114,8 +114,15 @@ def run_console_command(args: argparse.Namespace) -> int:
 
 
 def _user(args: argparse.Namespace, engine: Any, actor: str) -> int:
-    from .auth import AuthError, add_user, audit, list_users, set_disabled, set_password
-    from .membership import all_memberships
+    from floorguard.console.auth import (
+        AuthError,
+        add_user,
+        audit,
+        list_users,
+        set_disabled,
+        set_password,
+    )
+    from floorguard.console.membership import all_memberships
 
     if args.user_cmd == "unlock":
         return _unlock(args, engine, actor)
@@ -131,8 +138,8 @@ def _user(args: argparse.Namespace, engine: Any, actor: str) -> int:
             if args.user_cmd == "floors":
                 return _user_floors(args, conn, actor)
             if args.user_cmd == "add":
-                from .db import now_us
-                from .membership import parse_floors, set_floors
+                from floorguard.console.membership import parse_floors, set_floors
+                from floorguard.console.store.db import now_us
 
                 wanted = parse_floors(args.floor)
                 add_user(conn, args.name, args.role, _read_password())
@@ -165,10 +172,10 @@ def _user_floors(args: argparse.Namespace, conn: Any, actor: str) -> int:
     """``user floors NAME``: the account's floors; with ``--set``, replace them."""
     import sqlalchemy as sa
 
-    from .auth import AuthError
-    from .db import now_us
-    from .membership import floors_of, parse_floors, set_floors
-    from .schema import users
+    from floorguard.console.auth import AuthError
+    from floorguard.console.membership import floors_of, parse_floors, set_floors
+    from floorguard.console.store.db import now_us
+    from floorguard.console.store.schema import users
 
     row = conn.execute(sa.select(users.c.id, users.c.role).where(users.c.name == args.name)
                        ).first()
@@ -177,7 +184,7 @@ def _user_floors(args: argparse.Namespace, conn: Any, actor: str) -> int:
     if args.set_floors is not None:
         wanted = parse_floors([args.set_floors])
         lost = set_floors(conn, args.name, wanted, now_us())
-        from .auth import audit
+        from floorguard.console.auth import audit
 
         audit(conn, actor, "user.floors_set", args.name, "", {"floors": wanted,
                                                               "removed": lost})
@@ -191,9 +198,9 @@ def _user_floors(args: argparse.Namespace, conn: Any, actor: str) -> int:
 def _unlock(args: argparse.Namespace, engine: Any, actor: str) -> int:
     import sqlalchemy as sa
 
-    from .auth import audit
-    from .schema import users
-    from .throttle import unlock
+    from floorguard.console.auth import audit
+    from floorguard.console.store.schema import users
+    from floorguard.console.throttle import unlock
 
     if args.name is None and args.address is None:
         print("floorguard console user unlock: name an account, or give --address IP",
@@ -214,8 +221,8 @@ def _unlock(args: argparse.Namespace, engine: Any, actor: str) -> int:
 
 
 def _agent(args: argparse.Namespace, engine: Any, actor: str) -> int:
-    from .db import now_us
-    from .fleet import list_agents, revoke_agent
+    from floorguard.console.store.db import now_us
+    from floorguard.console.web.fleet import list_agents, revoke_agent
 
     with engine.begin() as conn:
         if args.agent_cmd == "list":
@@ -231,7 +238,7 @@ def _agent(args: argparse.Namespace, engine: Any, actor: str) -> int:
 
 
 def _enroll_code(args: argparse.Namespace, engine: Any, actor: str) -> int:
-    from ..policy import parse_duration
+    from floorguard.policy import parse_duration
 
     try:
         ttl = parse_duration(args.expires)
@@ -251,7 +258,7 @@ def create_enrollment_code(engine: Any, actor: str, floor: str, ttl: float,
                            agent_id: str | None = None) -> str:
     """A one-time code for a new agent, or with ``agent_id`` for re-enrolling that agent
     (``ValueError`` for an unknown or revoked one)."""
-    from .enrollment import create_code
+    from floorguard.console.enrollment import create_code
 
     with engine.begin() as conn:
         return create_code(conn, actor, floor, ttl, agent_id)
@@ -262,9 +269,9 @@ def _serve(args: argparse.Namespace, url: str) -> int:
 
     import uvicorn
 
-    from ..logconfig import configure
-    from .app import create_app
-    from .db import StoreError, open_store
+    from floorguard.console.app import create_app
+    from floorguard.console.store.db import StoreError, open_store
+    from floorguard.logconfig import configure
 
     try:
         host, port = _parse_listen(args.listen or os.environ.get("FLOORGUARD_LISTEN",
@@ -290,7 +297,7 @@ def _serve(args: argparse.Namespace, url: str) -> int:
     # after a clean stop instead of dying of the re-raised signal.
     import signal
 
-    from .http_server import (
+    from floorguard.console.http_server import (
         HEADER_TIMEOUT_S,
         PER_ADDRESS,
         ConnectionGuard,

@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import now_us
-from .schema import JSONType, metadata
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import JSONType, metadata
 
 commands = sa.Table(
     "commands", metadata,

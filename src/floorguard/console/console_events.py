@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..events import GENESIS, KINDS, SEVERITIES, new_id, record_hash, rfc3339
-from .schema import events, metadata
+from floorguard.console.store.schema import events, metadata
+from floorguard.events import GENESIS, KINDS, SEVERITIES, new_id, record_hash, rfc3339
 
 CONSOLE_AGENT = "console"
 
@@ -81,7 +81,7 @@ def record_console_event(
     row["received_us"] = row["ts_us"]
     conn.execute(events.insert().values(**row))
     # The daily report counts console-made events with the agents' own (same transaction).
-    from .reports.rollup import apply_ingest
+    from floorguard.console.reports.rollup import apply_ingest
 
     apply_ingest(conn, CONSOLE_AGENT, [row], from_agent=False)
     return rec

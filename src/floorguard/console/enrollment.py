@@ -29,9 +29,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from .auth import audit, sha256_hex
-from .db import now_us
-from .schema import agents, enrollment_codes
+from floorguard.console.auth import audit, sha256_hex
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents, enrollment_codes
 
 BAD_CODE = "unknown, used or expired enrollment code: ask an admin for a new one"
 

@@ -13,9 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..policy import Policy, PolicyError, parse_policy
-from .db import now_us
-from .schema import metadata
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import metadata
+from floorguard.policy import Policy, PolicyError, parse_policy
 
 floor_policies = sa.Table(
     "floor_policies", metadata,

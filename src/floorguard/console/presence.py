@@ -33,10 +33,10 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
-from ..events import rfc3339
-from .chain import agent_link, link_row
-from .console_events import record_console_event
-from .schema import agents
+from floorguard.console.console_events import record_console_event
+from floorguard.console.ingest.chain import agent_link, link_row
+from floorguard.console.store.schema import agents
+from floorguard.events import rfc3339
 
 log = structlog.get_logger("floorguard.console.presence")
 
@@ -84,7 +84,7 @@ def heartbeat(conn: Connection, agent_id: str, state: str, status: dict[str, Any
     agent's ``floor`` with the ``policy_hash`` the console holds for it (or None).
 
     Three statements in the common case: this runs a thousand times a minute."""
-    from .floor_policy import floor_policies
+    from floorguard.console.floor_policy import floor_policies
 
     row = conn.execute(
         sa.select(agents.c.floor, agents.c.seat, agent_link.c.agent.label("linked"),
@@ -106,7 +106,7 @@ def heartbeat(conn: Connection, agent_id: str, state: str, status: dict[str, Any
         link_row(conn, agent_id)
     conn.execute(agent_link.update().where(agent_link.c.agent == agent_id).values(**values))
     # A heartbeat counts towards the hours the daily report says the agent was heard.
-    from .reports.rollup import note_heartbeats
+    from floorguard.console.reports.rollup import note_heartbeats
 
     note_heartbeats(conn, agent_id, [now_us], floor=str(row.floor))
     if row.silent_us is not None:

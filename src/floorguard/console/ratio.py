@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..events import rfc3339
-from .schema import metadata
+from floorguard.console.store.schema import metadata
+from floorguard.events import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ def check_ratios(engine: Engine, now: int) -> list[dict[str, Any]]:
     One transaction: the event and the episode's "reported" mark commit together, and
     the conditional update lets only one console process report an episode.
     """
-    from .console_events import record_console_event
-    from .floor import load_floor
+    from floorguard.console.console_events import record_console_event
+    from floorguard.console.web.floor import load_floor
 
     recorded: list[dict[str, Any]] = []
     t = floor_ratio_state
@@ -88,7 +88,7 @@ def start_scheduler(app: Any) -> None:
     """Lifespan start: run ``check_ratios`` every ``CHECK_EVERY_S`` seconds."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from .db import now_us
+    from floorguard.console.store.db import now_us
 
     def job() -> None:
         try:

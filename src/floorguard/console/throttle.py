@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .schema import metadata, users
+from floorguard.console.store.schema import metadata, users
 
 WINDOW_US = 15 * 60 * 1_000_000
 MAX_PER_ACCOUNT_ADDRESS = 5

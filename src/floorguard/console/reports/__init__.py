@@ -8,8 +8,8 @@ from typing import Any
 
 def install(app: Any) -> None:
     """Wire the reports into a console app: ingest rollups, the page, the schedule."""
-    from . import schedule, web
-    from .rollup import ingest_hook
+    from floorguard.console.reports import schedule, web
+    from floorguard.console.reports.rollup import ingest_hook
 
     app.state.ingest_hooks.append(ingest_hook)
     app.include_router(web.router)

@@ -14,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .daily import build_report
-from .render import SUFFIXES, render
-from .store import report_archive
+from floorguard.console.reports.daily import build_report
+from floorguard.console.reports.render import SUFFIXES, render
+from floorguard.console.reports.store import report_archive
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def archive_report(engine: Engine, day: date, fmt: str, lang: str, directory: Pa
                    floor: str | None = None, actor: str = "schedule", deep: bool = True,
                    now_us: int | None = None) -> Archived:
     """Generate one report, write it read-only into ``directory`` and record its digest."""
-    from ..db import now_us as clock
+    from floorguard.console.store.db import now_us as clock
 
     now = now_us if now_us is not None else clock()
     with engine.connect() as conn:

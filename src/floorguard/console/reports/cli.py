@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from ..db import StoreError, default_url, open_store
+    from floorguard.console.store.db import StoreError, default_url, open_store
 
     try:
         engine = open_store(args.db or default_url())
@@ -37,9 +37,9 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def _daily(engine: object, args: argparse.Namespace) -> int:
-    from ...policy import PolicyError
-    from .daily import build_report
-    from .render import render
+    from floorguard.console.reports.daily import build_report
+    from floorguard.console.reports.render import render
+    from floorguard.policy import PolicyError
 
     try:
         day = date.fromisoformat(args.date)
@@ -72,7 +72,7 @@ def _daily(engine: object, args: argparse.Namespace) -> int:
 
 
 def _verify(engine: object, path: str) -> int:
-    from .archive import find_digest, sha256_file
+    from floorguard.console.reports.archive import find_digest, sha256_file
 
     try:
         digest = sha256_file(path)

@@ -18,15 +18,15 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ... import __version__
-from ...events import FIELDS, GENESIS, ChainWalker, DeclaredGap
-from ..chain import chain_breaks
-from ..console_events import CONSOLE_AGENT
-from ..schema import agents, events
-from . import sources
-from .mapping import load_mapping
-from .rollup import USB_EXCEPTION, USB_RECOGNITIONS, is_device_rule
-from .store import report_counts, report_marks, report_slots
+from floorguard import __version__
+from floorguard.console.console_events import CONSOLE_AGENT
+from floorguard.console.ingest.chain import chain_breaks
+from floorguard.console.reports import sources
+from floorguard.console.reports.mapping import load_mapping
+from floorguard.console.reports.rollup import USB_EXCEPTION, USB_RECOGNITIONS, is_device_rule
+from floorguard.console.reports.store import report_counts, report_marks, report_slots
+from floorguard.console.store.schema import agents, events
+from floorguard.events import FIELDS, GENESIS, ChainWalker, DeclaredGap
 
 SCHEMA_ID = "floorguard.report.daily/1"
 HOUR_US = 3600 * 1_000_000
@@ -114,7 +114,7 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
 
     ``acknowledgements`` and ``sv_on_duty`` are the adapters for facts kept outside the
     events table (see ``sources``)."""
-    from ..db import now_us as clock
+    from floorguard.console.store.db import now_us as clock
 
     now = (now_us or clock)()
     settings = settings or sources.floor_settings(floor, conn=conn)
@@ -567,8 +567,8 @@ def build_report(conn: Connection, day: date, floors: list[str] | None = None, *
                  lang: str = "en", deep: bool = False,
                  now_us: Callable[[], int] | None = None) -> dict[str, Any]:
     """The whole document: every floor (or the ones named) for one day."""
-    from ...events import rfc3339
-    from ..db import now_us as clock
+    from floorguard.console.store.db import now_us as clock
+    from floorguard.events import rfc3339
 
     now = (now_us or clock)()
     names = floors if floors else list_floors(conn, day)

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ...events import CONTROLS
+from floorguard.events import CONTROLS
 
 MAPPING_FILE = Path(__file__).resolve().parent.parent.parent / "data" / "controls_mapping.toml"
 LANGS = ("en", "ja")

@@ -18,7 +18,7 @@ import jinja2
 from markupsafe import Markup
 
 HERE = Path(__file__).resolve().parent
-LOCALE_DIR = HERE.parent / "locale"
+LOCALE_DIR = HERE.parent / "web" / "locale"
 DOMAIN = "reports"
 LANGS = ("en", "ja")
 FORMATS = ("csv", "json", "html", "pdf")

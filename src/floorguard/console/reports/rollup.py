@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ...events import record_hash
-from ..ingest import ts_to_us
-from ..schema import agents, events
-from .store import SLOT_US, report_counts, report_marks, report_slots
+from floorguard.console.ingest.pipeline import ts_to_us
+from floorguard.console.reports.store import SLOT_US, report_counts, report_marks, report_slots
+from floorguard.console.store.schema import agents, events
+from floorguard.events import record_hash
 
 USB_RECOGNITIONS = ("storage", "phone", "network")
 USB_EXCEPTION = "usb_exception"
@@ -137,7 +137,7 @@ def apply_ingest(conn: Connection, agent_id: str, records: Iterable[dict[str, An
     (``from_agent``) also count as the agent being heard, with what the checks at ingest
     found: ``altered`` (seqs whose hash does not match their content; hashed here when
     not given) and ``unlinked`` (seqs where the chain walk found a broken link). The walk
-    itself is the chain check's (``console/chain.py``): nothing here walks the chain.
+    itself is the chain check's (``console/ingest/chain.py``): nothing here walks the chain.
     Records the console makes itself (``agent.silent``, ``floor.*``) only count.
     """
     records = list(records)

@@ -26,8 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 from sqlalchemy.engine import Engine
 
-from .render import FORMATS, LANGS
-from .sources import DEFAULT_TIMEZONE
+from floorguard.console.reports.render import FORMATS, LANGS
+from floorguard.console.reports.sources import DEFAULT_TIMEZONE
 
 log = structlog.get_logger("floorguard.reports")
 DEFAULT_DIR = "/var/lib/floorguard-console/reports"
@@ -87,7 +87,7 @@ def previous_day(cfg: ScheduleConfig, now: datetime) -> date:
 
 def run_daily(engine: Engine, cfg: ScheduleConfig, day: date) -> list[Path]:
     """Archive ``day``'s report in every configured format and language."""
-    from .archive import archive_report
+    from floorguard.console.reports.archive import archive_report
 
     written = []
     for lang in cfg.langs:

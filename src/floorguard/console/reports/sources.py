@@ -57,10 +57,10 @@ def floor_settings(floor: str, policies: Path | None = None,
 
     A policy that does not load is an error naming the file (a report in the wrong
     time zone would be silently wrong)."""
-    from ...policy import load_policy, parse_policy, policy_files
+    from floorguard.policy import load_policy, parse_policy, policy_files
 
     if conn is not None:
-        from ..floor_policy import for_floor
+        from floorguard.console.floor_policy import for_floor
 
         held = for_floor(conn, floor)
         if held is not None:
@@ -82,7 +82,7 @@ def acknowledgements(conn: Connection, keys: list[tuple[str, int]]
     """The first acknowledgement of each violation ``(agent, seq)`` by an SV."""
     import sqlalchemy as sa
 
-    from ..violations import violation_acks
+    from floorguard.console.web.violations import violation_acks
 
     out: dict[tuple[str, int], Acknowledgement] = {}
     for i in range(0, len(keys), 400):
@@ -104,7 +104,7 @@ def sv_on_duty(conn: Connection, floor: str, hour_starts_us: list[int]
     ``hour_starts_us`` (from the on/off duty stints SVs record in the console)."""
     import sqlalchemy as sa
 
-    from ..duty import sv_duty
+    from floorguard.console.web.duty import sv_duty
 
     if not hour_starts_us:
         return []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from ..schema import metadata
+from floorguard.console.store.schema import metadata
 
 SLOT_US = 15 * 60 * 1_000_000
 

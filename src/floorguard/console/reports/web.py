@@ -13,12 +13,12 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..auth import User, audit, check_csrf, check_floor, client_ip, require
-from ..request_limits import RowId
-from . import archive as arch
-from . import schedule
-from .daily import build_report, list_floors
-from .render import FORMATS, LANGS, MEDIA_TYPES, SUFFIXES, render
+from floorguard.console.api.limits import RowId
+from floorguard.console.auth import User, audit, check_csrf, check_floor, client_ip, require
+from floorguard.console.reports import archive as arch
+from floorguard.console.reports import schedule
+from floorguard.console.reports.daily import build_report, list_floors
+from floorguard.console.reports.render import FORMATS, LANGS, MEDIA_TYPES, SUFFIXES, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,7 +38,7 @@ def _whole_site(user: User) -> None:
 
 
 def _page(request: Request, context: dict[str, object], status: int = 200) -> HTMLResponse:
-    from ..web import render as render_page
+    from floorguard.console.web.site import render as render_page
 
     user: User = request.state.user
     with request.app.state.engine.connect() as conn:

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
-from .auth import User, audit, check_floor, client_ip, require_write
-from .db import now_us
-from .schema import metadata
+from floorguard.console.auth import User, audit, check_floor, client_ip, require_write
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import metadata
 
 sv_duty = sa.Table(
     "sv_duty", metadata,

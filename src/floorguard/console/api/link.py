@@ -29,13 +29,14 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from . import chain, floor_policy, presence
-from .api import _bearer, agent_for_token, read_json, validation_detail
-from .auth import audit, client_ip, sha256_hex
-from .commands import commands, complete, mark_delivered, pending
-from .db import now_us
-from .request_limits import RowId
-from .schema import agents
+from floorguard.console import floor_policy, presence
+from floorguard.console.api.events import _bearer, agent_for_token, read_json, validation_detail
+from floorguard.console.api.limits import RowId
+from floorguard.console.auth import audit, client_ip, sha256_hex
+from floorguard.console.commands import commands, complete, mark_delivered, pending
+from floorguard.console.ingest import chain
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents
 
 log = structlog.get_logger("floorguard.console.link")
 

@@ -16,11 +16,11 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..events import CONSOLE_KINDS, CONTROLS, KINDS, SEVERITIES
-from .auth import sha256_hex
-from .ingest import store_events
-from .request_limits import INT64_MAX, ROUTE_LIMITS, check_event_ts, parse_json
-from .schema import agents
+from floorguard.console.api.limits import INT64_MAX, ROUTE_LIMITS, check_event_ts, parse_json
+from floorguard.console.auth import sha256_hex
+from floorguard.console.ingest.pipeline import store_events
+from floorguard.console.store.schema import agents
+from floorguard.events import CONSOLE_KINDS, CONTROLS, KINDS, SEVERITIES
 
 MAX_BODY = dict(ROUTE_LIMITS)["/api/v1/events"]
 MAX_BATCH = 1000
@@ -205,7 +205,7 @@ async def _refuse_console_kinds(request: Request, agent_id: str, batch: EventBat
               if ev.kind in CONSOLE_KINDS]
     if not forged:
         return
-    from .auth import audit, client_ip
+    from floorguard.console.auth import audit, client_ip
 
     def note() -> None:
         with request.app.state.engine.begin() as conn:
@@ -251,9 +251,9 @@ async def enroll(request: Request) -> EnrollOut:
 def _enroll(request: Request, body: EnrollIn) -> EnrollOut:
     # The rules (a code enrolls a new agent or re-enrolls the one it was made for; a
     # revoked agent stays revoked) live in ``enrollment``.
-    from .auth import client_ip
-    from .enrollment import EnrollRefused, enroll
-    from .link_api import ring
+    from floorguard.console.api.link import ring
+    from floorguard.console.auth import client_ip
+    from floorguard.console.enrollment import EnrollRefused, enroll
 
     try:
         done = enroll(request.app.state.engine, body.code, body.agent_id, body.host,

@@ -17,8 +17,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from . import throttle
-from .auth import (
+from floorguard.console import throttle
+from floorguard.console.api.limits import Limit
+from floorguard.console.auth import (
     SESSION_COOKIE,
     User,
     audit,
@@ -31,9 +32,14 @@ from .auth import (
     require,
     verify_login,
 )
-from .db import now_us
-from .i18n import DEFAULT_TIMEZONE, N_, choose_lang, template_context, translate
-from .request_limits import Limit
+from floorguard.console.store.db import now_us
+from floorguard.console.web.i18n import (
+    DEFAULT_TIMEZONE,
+    N_,
+    choose_lang,
+    template_context,
+    translate,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -197,7 +203,7 @@ def home(user: Annotated[User, Depends(ANY_ROLE)]) -> Response:
 @router.get("/events")
 def recent_events(request: Request, user: Annotated[User, Depends(ANY_ROLE)],
                   limit: Limit = 200) -> HTMLResponse:
-    from .violations import Filters, list_events
+    from floorguard.console.web.violations import Filters, list_events
 
     limit = max(1, min(limit, 1000))
     with request.app.state.engine.connect() as conn:

@@ -36,10 +36,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..events import GENESIS, REASONS, ChainWalker, DeclaredGap, Finding, record_hash
-from .console_events import record_console_event
-from .db import now_us
-from .schema import agents, events, metadata
+from floorguard.console.console_events import record_console_event
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents, events, metadata
+from floorguard.events import GENESIS, REASONS, ChainWalker, DeclaredGap, Finding, record_hash
 
 agent_link = sa.Table(
     "agent_link", metadata,

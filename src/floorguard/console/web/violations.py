@@ -20,14 +20,14 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
-from ..events import CONTROLS, KINDS, SEVERITIES
-from .auth import User, audit, check_event, client_ip, require, require_write
-from .db import now_us
-from .floor_settings import all_floor_policies
-from .i18n import DEFAULT_TIMEZONE, N_
-from .request_limits import INT64_MAX, StoreInt
-from .schema import events, metadata
-from .web import add_nav, render
+from floorguard.console.api.limits import INT64_MAX, StoreInt
+from floorguard.console.auth import User, audit, check_event, client_ip, require, require_write
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import events, metadata
+from floorguard.console.web.floor_settings import all_floor_policies
+from floorguard.console.web.i18n import DEFAULT_TIMEZONE, N_
+from floorguard.console.web.site import add_nav, render
+from floorguard.events import CONTROLS, KINDS, SEVERITIES
 
 violation_acks = sa.Table(
     "violation_acks", metadata,

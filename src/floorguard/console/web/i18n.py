@@ -45,7 +45,7 @@ def translations(lang: str) -> gettext.NullTranslations:
         if lang == DEFAULT_LANG:
             return gettext.NullTranslations()
         raise RuntimeError(f"missing catalog {mo}: run 'pybabel compile -d "
-                           f"src/floorguard/console/locale' (see README, Development)")
+                           f"src/floorguard/console/web/locale' (see README, Development)")
     return Translations.load(str(LOCALE_DIR), [lang], DOMAIN)
 
 

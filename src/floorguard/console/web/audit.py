@@ -9,12 +9,12 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from .auth import User, require
-from .i18n import N_
-from .request_limits import RowId
-from .schema import audit_log
-from .violations import display_timezone
-from .web import add_nav, render
+from floorguard.console.api.limits import RowId
+from floorguard.console.auth import User, require
+from floorguard.console.store.schema import audit_log
+from floorguard.console.web.i18n import N_
+from floorguard.console.web.site import add_nav, render
+from floorguard.console.web.violations import display_timezone
 
 router = APIRouter(include_in_schema=False)
 PAGE = 100

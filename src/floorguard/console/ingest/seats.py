@@ -14,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .db import now_us
-from .ingest import ts_to_us
-from .schema import metadata
+from floorguard.console.ingest.pipeline import ts_to_us
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import metadata
 
 seat_state = sa.Table(
     "seat_state", metadata,

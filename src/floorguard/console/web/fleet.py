@@ -16,14 +16,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from . import floor_policy
-from .auth import User, audit, check_agent, check_csrf, client_ip, require
-from .chain import agent_link
-from .commands import enqueue
-from .db import now_us
-from .link_api import ring
-from .schema import agents
-from .web import render
+from floorguard.console import floor_policy
+from floorguard.console.api.link import ring
+from floorguard.console.auth import User, audit, check_agent, check_csrf, client_ip, require
+from floorguard.console.commands import enqueue
+from floorguard.console.ingest.chain import agent_link
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents
+from floorguard.console.web.site import render
 
 router = APIRouter(include_in_schema=False)
 
@@ -45,8 +45,8 @@ def revoke_agent(conn: Connection, agent_id: str, actor: str, ip: str = "") -> b
 
 
 def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
-    from .floor_settings import FloorPolicy, all_floor_policies
-    from .presence import interval_of, liveness
+    from floorguard.console.presence import interval_of, liveness
+    from floorguard.console.web.floor_settings import FloorPolicy, all_floor_policies
 
     policies = all_floor_policies(conn)
     rows = conn.execute(
@@ -152,8 +152,8 @@ def make_code(request: Request, user: Annotated[User, Depends(ADMIN)],
               floor: Annotated[str, Form(max_length=255)] = "",
               expires: Annotated[str, Form(max_length=16)] = "24h") -> HTMLResponse:
     """A one-time enrollment code, shown once."""
-    from ..policy import parse_duration
-    from .cli import create_enrollment_code
+    from floorguard.console.cli import create_enrollment_code
+    from floorguard.policy import parse_duration
 
     check_csrf(request, user, csrf)
     try:

@@ -21,18 +21,18 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from .auth import User, check_agent, current_user, require
-from .chain import agent_link
-from .db import now_us
-from .duty import duty_floor, svs_on_duty
-from .floor_settings import FloorPolicy, all_floor_policies
-from .i18n import N_
-from .presence import STOPPED, interval_of, is_silent, liveness, silent_after_us
-from .ratio import ratio_exceeded
-from .request_limits import StoreInt
-from .schema import agents, events
-from .seats import SILENT, Tile, seat_state, tile_state
-from .web import add_nav, render
+from floorguard.console.api.limits import StoreInt
+from floorguard.console.auth import User, check_agent, current_user, require
+from floorguard.console.ingest.chain import agent_link
+from floorguard.console.ingest.seats import SILENT, Tile, seat_state, tile_state
+from floorguard.console.presence import STOPPED, interval_of, is_silent, liveness, silent_after_us
+from floorguard.console.ratio import ratio_exceeded
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents, events
+from floorguard.console.web.duty import duty_floor, svs_on_duty
+from floorguard.console.web.floor_settings import FloorPolicy, all_floor_policies
+from floorguard.console.web.i18n import N_
+from floorguard.console.web.site import add_nav, render
 
 router = APIRouter(include_in_schema=False)
 VIEWERS = require("admin", "sv", "auditor")

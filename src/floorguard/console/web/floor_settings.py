@@ -18,12 +18,12 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
-from ..policy import AgentSettings, FloorSettings, parse_duration
-from .auth import User, audit, client_ip, require, require_write
-from .db import now_us
-from .i18n import DEFAULT_TIMEZONE, N_
-from .schema import agents, metadata
-from .web import add_nav, render
+from floorguard.console.auth import User, audit, client_ip, require, require_write
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents, metadata
+from floorguard.console.web.i18n import DEFAULT_TIMEZONE, N_
+from floorguard.console.web.site import add_nav, render
+from floorguard.policy import AgentSettings, FloorSettings, parse_duration
 
 floor_settings = sa.Table(
     "floor_settings", metadata,
@@ -54,7 +54,7 @@ class FloorPolicy:
     def silent_after_us(self) -> int:
         """How long an agent on this floor may go unheard before its first heartbeat
         (``presence.liveness`` is the definition of silent)."""
-        from .presence import silent_after_us
+        from floorguard.console.presence import silent_after_us
 
         return silent_after_us(self.heartbeat_interval_s)
 
@@ -72,7 +72,7 @@ def _from_central(floor: str, held: dict[str, Any]) -> FloorPolicy | None:
     """Values from the policy the console holds for the floor (what its agents run)."""
     key = f"{floor}\0{held['hash']}"
     if key not in _parsed:
-        from ..policy import PolicyError, parse_policy
+        from floorguard.policy import PolicyError, parse_policy
 
         try:
             policy = parse_policy(str(held["text"]), str(held["source"]))
@@ -92,7 +92,7 @@ def floor_policy(conn: Connection, floor: str) -> FloorPolicy:
     """The floor's max_operators_per_sv, time zone, idle and heartbeat settings: from the
     central policy held for the floor when there is one (the values its agents run),
     else from the row an admin edits on the Floors page, else the schema's defaults."""
-    from .floor_policy import for_floor
+    from floorguard.console.floor_policy import for_floor
 
     held = for_floor(conn, floor)
     if held is not None:
@@ -106,7 +106,7 @@ def floor_policy(conn: Connection, floor: str) -> FloorPolicy:
 
 def all_floor_policies(conn: Connection) -> dict[str, FloorPolicy]:
     """Every floor that has agents or settings, by name."""
-    from .floor_policy import floor_policies
+    from floorguard.console.floor_policy import floor_policies
 
     names = {r.floor for r in conn.execute(sa.select(floor_settings.c.floor))}
     names |= {r.floor for r in conn.execute(sa.select(floor_policies.c.floor))}

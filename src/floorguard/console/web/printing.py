@@ -21,11 +21,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
-from . import commands
-from .auth import User, audit, check_agent, check_csrf, client_ip, require
-from .db import now_us
-from .request_limits import Limit, RowId
-from .schema import agents, events, metadata
+from floorguard.console import commands
+from floorguard.console.api.limits import Limit, RowId
+from floorguard.console.auth import User, audit, check_agent, check_csrf, client_ip, require
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents, events, metadata
 
 print_jobs = sa.Table(
     "print_jobs", metadata,
@@ -69,7 +69,7 @@ router = APIRouter()
 
 
 def _ts_us(record: dict[str, Any]) -> int:
-    from .ingest import ts_to_us
+    from floorguard.console.ingest.pipeline import ts_to_us
 
     return ts_to_us(record["ts"])
 
@@ -236,7 +236,7 @@ def open_jobs(conn: Connection, user: User | None = None) -> list[dict[str, Any]
 
 def _render(request: Request, user: User, error: str | None = None, status: int = 200
             ) -> HTMLResponse:
-    from .web import render
+    from floorguard.console.web.site import render
 
     with request.app.state.engine.connect() as conn:
         jobs = open_jobs(conn, user)
@@ -306,10 +306,10 @@ def thumbnail(request: Request, user: Annotated[User, Depends(READERS)], agent_i
 def trail(request: Request, user: Annotated[User, Depends(READERS)],
           limit: Limit = 500) -> HTMLResponse:
     """Every print event and every decision request, newest first (read-only)."""
-    from .i18n import DEFAULT_TIMEZONE
-    from .schema import audit_log
-    from .violations import Filters, list_events
-    from .web import render
+    from floorguard.console.store.schema import audit_log
+    from floorguard.console.web.i18n import DEFAULT_TIMEZONE
+    from floorguard.console.web.site import render
+    from floorguard.console.web.violations import Filters, list_events
 
     limit = max(1, min(limit, 5000))
     with request.app.state.engine.connect() as conn:

@@ -11,14 +11,14 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from .auth import User, require
-from .chain import agent_link
-from .db import now_us
-from .floor_settings import FloorPolicy, all_floor_policies
-from .i18n import N_
-from .presence import interval_of, is_silent, liveness
-from .schema import agents
-from .web import add_nav, render
+from floorguard.console.auth import User, require
+from floorguard.console.ingest.chain import agent_link
+from floorguard.console.presence import interval_of, is_silent, liveness
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import agents
+from floorguard.console.web.floor_settings import FloorPolicy, all_floor_policies
+from floorguard.console.web.i18n import N_
+from floorguard.console.web.site import add_nav, render
 
 router = APIRouter(include_in_schema=False)
 add_nav("/coverage", N_("Coverage"), ("admin", "sv", "auditor"), order=32)

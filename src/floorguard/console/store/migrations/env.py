@@ -1,8 +1,8 @@
-"""Alembic environment: run by ``floorguard.console.db.migrate`` with a live connection."""
+"""Alembic environment: run by ``floorguard.console.store.db.migrate`` with a live connection."""
 
 from alembic import context
 
-from floorguard.console.schema import metadata
+from floorguard.console.store.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata,

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from .auth import User, audit, client_ip, require_write
-from .i18n import LANGUAGES
-from .schema import users
-from .web import _safe_next
+from floorguard.console.auth import User, audit, client_ip, require_write
+from floorguard.console.store.schema import users
+from floorguard.console.web.i18n import LANGUAGES
+from floorguard.console.web.site import _safe_next
 
 router = APIRouter(include_in_schema=False)
 

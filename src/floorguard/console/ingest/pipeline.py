@@ -15,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..events import record_hash
-from .db import now_us
-from .schema import events
+from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import events
+from floorguard.events import record_hash
 
 
 def ts_to_us(ts: str) -> int:

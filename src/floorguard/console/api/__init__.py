@@ -1,0 +1,1 @@
+"""The agent API: ingest, enrollment, heartbeats, commands, central policy."""

@@ -1,0 +1,1 @@
+"""The console's store: tables, engines and migrations."""

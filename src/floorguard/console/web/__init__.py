@@ -1,0 +1,1 @@
+"""Server-rendered pages, their templates, static files and catalogs."""
