@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -157,3 +158,35 @@ def test_arbitrary_os_bytes_go_through_journal_link_and_ingest_unchanged(
         assert r.verify() == (None, "intact")
     assert [e for e in store.console_events("agent.chain_broken")
             if e["details"]["agent"] == aid] == []
+
+
+def test_a_record_stamped_beyond_the_clock_skew_bound_costs_no_neighbour(
+        tmp_path: Path, link_console: LiveConsole, store: Store, policy_file: Path) -> None:
+    """A PC whose clock jumped to 9999 for one record: the console refuses that record
+    (422 naming events[i].ts), every other record arrives, and the hole is flagged."""
+    agent = enrolled_agent(tmp_path, link_console, policy_file)
+    aid = make_agent_id(agent.state_dir)
+    now = [time.time()]
+    with Journal(agent.state_dir, clock=lambda: now[0]) as journal:
+        tickets = []
+        for i in range(41):
+            now[0] = 253_402_297_000.0 if i == 20 else time.time()  # 9999-12-31
+            tickets.append(journal.append({
+                "agent": aid, "host": "pc-test", "seat": "T-01", "user": "alice",
+                "control": "files", "kind": "files.flagged", "severity": "info",
+                "policy": "", "details": {"n": i}}))
+        for t in tickets:
+            t.wait(30)
+    agent.start()
+    with running(agent):
+        agent.wait_for("agent.started")
+        with JournalReader(agent.state_dir) as r:
+            started = max(e["seq"] for e in r.records() if e["kind"] == "agent.started")
+        wait_until(lambda: _arrived(store, aid, started), 30, 0.1,
+                   "the link to move past the record from the future")
+        stored = {e["seq"] for e in store.events(aid)}
+        assert set(range(1, 42)) - stored == {21}
+        flags = [(e["details"]["from_seq"], e["details"]["to_seq"], e["details"]["reason"])
+                 for e in store.console_events("agent.chain_broken")
+                 if e["details"]["agent"] == aid]
+        assert flags == [(21, 21, "missing")]
