@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check src tests bench scripts
 .venv/bin/mypy
 before=$(git status --porcelain 2>/dev/null || true)
 # pytest's own exit code, including 5 (no test ran), is the run's: set -e stops here.
