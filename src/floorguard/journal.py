@@ -158,10 +158,18 @@ class _Task:
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
-        if not path.exists():
+        try:
+            present = path.exists()
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+        except OSError as exc:  # a folder this user may not enter
+            raise JournalError(f"cannot reach {path}: {exc.strerror or exc}; run as a user "
+                               "who may read the state directory (root)") from None
+        if not present:
             raise JournalError(f"no journal at {path}: is the state directory right?")
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
-                               check_same_thread=False)
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open {path}: {exc}") from None
     else:
         conn = sqlite3.connect(str(path), timeout=30, isolation_level=None,
                                check_same_thread=False)

@@ -475,3 +475,21 @@ def test_a_row_sqlite_refuses_costs_no_other_event_of_its_group_commit(tmp_path:
     assert len(stored) == 1 + 40 + 1 and len(gaps) == 1
     assert gaps[0]["details"]["severities"] == {"violation": 1}
     assert "row refused" in gaps[0]["details"]["reason"]
+
+
+def test_verify_and_events_on_a_folder_they_cannot_enter_say_so_without_a_traceback(
+        tmp_path: Path) -> None:
+    # Run as nobody against root's 0700 folder: the journal's path cannot even be
+    # looked at (EACCES), which is a message and exit 1, never a traceback.
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    os.chmod(tmp_path, 0o755)
+    (locked / "state").mkdir()
+    for cmd in ("verify", "events"):
+        res = subprocess.run(
+            ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+             sys.executable, "-m", "floorguard", cmd, "--state-dir", str(locked / "state")],
+            env=base_env(), capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1, res.stderr
+        assert "Traceback" not in res.stderr
+        assert "cannot reach" in res.stderr and "Permission denied" in res.stderr
