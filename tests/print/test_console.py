@@ -167,14 +167,15 @@ def test_a_refusal_from_the_agent_puts_the_job_back_or_closes_it(
     assert r13.status_code == 200
     from floorguard.console.app import create_app
 
-    create_app(console.db_url)  # wires the result hooks in this process, as in the console
+    hooks = create_app(console.db_url).state.result_hooks  # the console's own wiring
     engine = store(console)
     try:
         with engine.begin() as conn:
             commands.complete(conn, feed.agent_id, r12.json()["command"],
-                              {"ok": False, "error": "needs a note", "still_held": True})
+                              {"ok": False, "error": "needs a note", "still_held": True},
+                              hooks)
             commands.complete(conn, feed.agent_id, r13.json()["command"],
-                              {"ok": False, "error": "gone", "final": True})
+                              {"ok": False, "error": "gone", "final": True}, hooks)
     finally:
         engine.dispose()
     assert job_row(console, feed.agent_id, 12).state == "held"

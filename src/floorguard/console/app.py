@@ -54,16 +54,18 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
                   docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.hub = Hub()
-    app.state.ingest_hooks: list[IngestHook] = []  # type: ignore[misc]
-    app.state.on_start: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
-    app.state.on_stop: list[Callable[[FastAPI], None]] = []  # type: ignore[misc]
     app.state.templates = make_templates()
     app.state.password_checks = throttle.PasswordChecks()
 
-    from floorguard.console import ratio, reports
+    # The page and API modules are imported here, not at the top: each one adds its
+    # navigation link when imported, which a tool that imports only this module for
+    # create_app's signature (the CLI's help) need not pay for.
+    from floorguard.console import ratio
     from floorguard.console.api import events as api
     from floorguard.console.api import link as link_api
-    from floorguard.console.ingest import seats
+    from floorguard.console.ingest import chain, seats
+    from floorguard.console.reports import rollup, schedule
+    from floorguard.console.reports import web as reports_web
     from floorguard.console.web import (
         account,
         duty,
@@ -88,16 +90,20 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(link_api.router)
-    app.include_router(web.router)
-    app.include_router(fleet.router)
-    link_api.install(app)
-    printing.install(app)
-    reports.install(app)
-    for pages in (floor, violations, agents_view, duty, audit_view, floor_settings, account):
+    link_api.configure(app)
+    for pages in (web, fleet, printing, reports_web, floor, violations, agents_view, duty,
+                  audit_view, floor_settings, account):
         app.include_router(pages.router)
-    app.state.ingest_hooks.append(seats.on_ingest)
-    app.state.on_start.append(ratio.start_scheduler)
-    app.state.on_stop.append(ratio.stop_scheduler)
+    # The ingest pipeline: what runs, in this order, inside the transaction that stores a
+    # batch (the chain check first, since the acknowledgement and the others' view of the
+    # batch depend on it; then the projections the pages read instead of scanning events).
+    app.state.ingest_pipeline = (chain.check_batch, printing.ingest_hook,
+                                 rollup.ingest_hook, seats.on_ingest)
+    # What an agent's result for a command sets off, by command name.
+    app.state.result_hooks = {"print.decide": (printing.on_decide_result,)}
+    # Background work, started and stopped with the app, in this order.
+    app.state.on_start = (link_api.start, schedule.start, ratio.start_scheduler)
+    app.state.on_stop = (link_api.stop, schedule.stop, ratio.stop_scheduler)
     app.mount("/static", StaticFiles(directory=str(HERE / "web" / "static")), name="static")
 
     @app.exception_handler(StarletteHTTPException)

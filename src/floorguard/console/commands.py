@@ -3,13 +3,13 @@
 
 A command is a row: queued by an SV or admin action (``enqueue``), delivered to the agent
 by the link, and closed by the agent's acknowledgement with its result. Features react to
-results through hooks registered per command name (``on_result``). Every command and its
-result is kept: it is part of the record an auditor reads.
+results through hooks per command name, which the app's wiring hands to ``complete``.
+Every command and its result is kept: it is part of the record an auditor reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,14 +34,9 @@ commands = sa.Table(
     sa.Index("commands_agent_state", "agent", "state", "id"),
 )
 
+# ``hook(conn, command_row, result)``, run inside the transaction that stores an agent's
+# result for a command; the app's wiring (app.py) says which hooks follow which command.
 ResultHook = Callable[[Connection, dict[str, Any], dict[str, Any]], None]
-_hooks: dict[str, list[ResultHook]] = {}
-
-
-def on_result(name: str, hook: ResultHook) -> None:
-    """Call ``hook(conn, command_row, result)`` inside the transaction that stores the
-    agent's result for a command called ``name``."""
-    _hooks.setdefault(name, []).append(hook)
 
 
 def enqueue(conn: Connection, agent_id: str, name: str, args: dict[str, Any],
@@ -67,9 +62,10 @@ def mark_delivered(conn: Connection, ids: list[int]) -> None:
                      .values(state="delivered", delivered_us=now_us()))
 
 
-def complete(conn: Connection, agent_id: str, command_id: int, result: dict[str, Any]
-             ) -> bool:
-    """Store the agent's result once; returns False for an unknown or foreign command."""
+def complete(conn: Connection, agent_id: str, command_id: int, result: dict[str, Any],
+             hooks: Mapping[str, Sequence[ResultHook]]) -> bool:
+    """Store the agent's result once, running ``hooks[name]`` for the command's name;
+    returns False for an unknown or foreign command."""
     row = conn.execute(sa.select(commands).where(commands.c.id == command_id,
                                                  commands.c.agent == agent_id)).first()
     if row is None:
@@ -79,6 +75,6 @@ def complete(conn: Connection, agent_id: str, command_id: int, result: dict[str,
     state = "done" if result.get("ok") else "failed"
     conn.execute(commands.update().where(commands.c.id == command_id)
                  .values(state=state, done_us=now_us(), result=result))
-    for hook in _hooks.get(row.name, []):
+    for hook in hooks.get(row.name, ()):
         hook(conn, dict(row._mapping), result)
     return True

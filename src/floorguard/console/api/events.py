@@ -226,7 +226,7 @@ def _store(request: Request, agent_id: str, records: list[dict[str, Any]],
     with request.app.state.engine.begin() as conn:
         result = store_events(conn, agent_id, records)
         result["gaps"] = gaps or []
-        for hook in request.app.state.ingest_hooks:
+        for hook in request.app.state.ingest_pipeline:
             hook(conn, agent_id, records, result)
     return result
 

@@ -34,7 +34,6 @@ from floorguard.console.api.events import _bearer, agent_for_token, read_json, v
 from floorguard.console.api.limits import RowId
 from floorguard.console.auth import audit, client_ip, sha256_hex
 from floorguard.console.commands import commands, complete, mark_delivered, pending
-from floorguard.console.ingest import chain
 from floorguard.console.store.db import now_us
 from floorguard.console.store.schema import agents
 
@@ -216,29 +215,27 @@ class CommandBell:
                 self.event(agent).set()
 
 
-def install(app: FastAPI) -> None:
-    """Hook the link into the app: chain checks at ingest, the command bell and the
-    silence watch (started and stopped with the app)."""
-    app.state.ingest_hooks.append(chain.check_batch)
+def configure(app: FastAPI) -> None:
+    """The link's per-process state: the drain rate, the fleet size and token caches."""
     app.state.drain_rate = float(os.environ.get("FLOORGUARD_DRAIN_RATE", "5000"))
     app.state.fleet_cache = (0.0, 0)
     app.state.token_cache = TokenCache()
 
-    def start(app: FastAPI) -> None:
-        app.state.write_sink = presence.WriteSink(app.state.engine)
-        app.state.write_sink.start()
-        app.state.command_bell = CommandBell(app.state.engine, app.state.token_cache)
-        app.state.command_bell.start()
-        app.state.silence_watch = presence.SilenceWatch(app.state.engine)
-        app.state.silence_watch.start()
 
-    def stop(app: FastAPI) -> None:
-        app.state.write_sink.stop()
-        app.state.command_bell.stop()
-        app.state.silence_watch.stop()
+def start(app: FastAPI) -> None:
+    """The heartbeat writer, the command bell and the silence watch, for the app's life."""
+    app.state.write_sink = presence.WriteSink(app.state.engine)
+    app.state.write_sink.start()
+    app.state.command_bell = CommandBell(app.state.engine, app.state.token_cache)
+    app.state.command_bell.start()
+    app.state.silence_watch = presence.SilenceWatch(app.state.engine)
+    app.state.silence_watch.start()
 
-    app.state.on_start.append(start)
-    app.state.on_stop.append(stop)
+
+def stop(app: FastAPI) -> None:
+    app.state.write_sink.stop()
+    app.state.command_bell.stop()
+    app.state.silence_watch.stop()
 
 
 def ring(request: Request, agent_id: str) -> None:
@@ -344,7 +341,8 @@ async def post_result(request: Request, command_id: RowId) -> dict[str, Any]:
 
     def store() -> bool:
         with request.app.state.engine.begin() as conn:
-            ok = complete(conn, agent_id, command_id, body.result)
+            ok = complete(conn, agent_id, command_id, body.result,
+                          request.app.state.result_hooks)
             if ok:
                 audit(conn, "agent:" + agent_id, "command.result", str(command_id),
                       client_ip(request), {"ok": bool(body.result.get("ok")),

@@ -16,7 +16,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
@@ -157,14 +157,6 @@ def on_decide_result(conn: Connection, command: dict[str, Any], result: dict[str
                  .values(state="held" if result.get("still_held") else "failed",
                          error=str(result.get("error") or "refused by the agent"),
                          updated_us=now_us()))
-
-
-def install(app: FastAPI) -> None:
-    """Wire the queue into the app: routes, the ingest hook and the command result hook."""
-    app.include_router(router)
-    app.state.ingest_hooks.append(ingest_hook)
-    if on_decide_result not in commands._hooks.get("print.decide", []):
-        commands.on_result("print.decide", on_decide_result)  # once per process
 
 
 # --- decisions ----------------------------------------------------------------------------
