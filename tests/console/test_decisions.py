@@ -4,9 +4,10 @@ console event chains and the login throttle window."""
 
 from __future__ import annotations
 
+from floorguard.console.floor_state import ratio_exceeded
+from floorguard.console.floors import FloorPolicy
 from floorguard.console.ingest.seats import RECENT_VIOLATION_US, fold, tile_state
-from floorguard.console.ratio import ratio_exceeded
-from floorguard.console.web.floor_settings import FloorPolicy, validate_settings
+from floorguard.console.web.floor_settings import validate_settings
 
 MIN = 60 * 1_000_000
 

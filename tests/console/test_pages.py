@@ -14,11 +14,11 @@ import httpx
 import sqlalchemy as sa
 
 from floorguard.console.console_events import CONSOLE_AGENT
+from floorguard.console.floors import floor_policy
 from floorguard.console.ratio import GRACE_US, check_ratios
 from floorguard.console.store.db import now_us
 from floorguard.console.store.schema import audit_log, events
-from floorguard.console.web.floor_settings import floor_policy
-from floorguard.console.web.violations import violation_acks
+from floorguard.console.violations import violation_acks
 from floorguard.events import GENESIS, verify_chain
 from tests.console.kit import Site, count, unique
 

@@ -14,7 +14,7 @@ from alembic.config import Config
 from floorguard.console.ingest.pipeline import ts_to_us
 from floorguard.console.store import db
 from floorguard.console.store.db import open_store
-from floorguard.console.web.violations import Filters, list_events
+from floorguard.console.violations import Filters, list_events
 from tests.console.kit import Site, unique
 
 # Each filter of the violations page and the index that serves it in page order.

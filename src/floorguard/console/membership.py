@@ -61,7 +61,7 @@ def all_memberships(conn: Connection) -> dict[str, list[str]]:
 def set_floors(conn: Connection, name: str, floors: list[str], now: int) -> list[str]:
     """Replace the account's floors; returns those it lost. An SV on duty for a floor they
     lost goes off duty, since duty is only for one's own floors."""
-    from floorguard.console.web.duty import duty_floor, go_off_duty
+    from floorguard.console.duty import duty_floor, go_off_duty
 
     uid = conn.execute(sa.select(users.c.id).where(users.c.name == name)).scalar()
     if uid is None:

@@ -32,13 +32,6 @@ floor_ratio_state = sa.Table(
 )
 
 
-def ratio_exceeded(operators: int, svs: int, max_per_sv: int | None) -> bool:
-    """More operators than the SVs on duty may watch. No limit set: never. Pure."""
-    if max_per_sv is None or operators == 0:
-        return False
-    return operators > max_per_sv * svs
-
-
 def check_ratios(engine: Engine, now: int) -> list[dict[str, Any]]:
     """Update each floor's episode; return the events recorded by this check.
 
@@ -46,7 +39,7 @@ def check_ratios(engine: Engine, now: int) -> list[dict[str, Any]]:
     the conditional update lets only one console process report an episode.
     """
     from floorguard.console.console_events import record_console_event
-    from floorguard.console.web.floor import load_floor
+    from floorguard.console.floor_state import load_floor
 
     recorded: list[dict[str, Any]] = []
     t = floor_ratio_state

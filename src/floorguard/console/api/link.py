@@ -30,7 +30,12 @@ from starlette.concurrency import run_in_threadpool
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from floorguard.console import floor_policy, presence
-from floorguard.console.api.events import _bearer, agent_for_token, read_json, validation_detail
+from floorguard.console.api.agent_request import (
+    _bearer,
+    agent_for_token,
+    read_json,
+    validation_detail,
+)
 from floorguard.console.api.limits import RowId
 from floorguard.console.auth import audit, client_ip, sha256_hex
 from floorguard.console.commands import commands, complete, mark_delivered, pending

@@ -12,9 +12,9 @@ from fastapi.responses import HTMLResponse
 from floorguard.console.api.limits import RowId
 from floorguard.console.auth import User, require
 from floorguard.console.store.schema import audit_log
+from floorguard.console.violations import display_timezone
 from floorguard.console.web.i18n import N_
 from floorguard.console.web.site import add_nav, render
-from floorguard.console.web.violations import display_timezone
 
 router = APIRouter(include_in_schema=False)
 PAGE = 100

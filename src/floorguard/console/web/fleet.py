@@ -20,10 +20,12 @@ from floorguard.console import floor_policy
 from floorguard.console.api.link import ring
 from floorguard.console.auth import User, audit, check_agent, check_csrf, client_ip, require
 from floorguard.console.commands import enqueue
+from floorguard.console.enrollment import create_code
 from floorguard.console.ingest.chain import agent_link
 from floorguard.console.store.db import now_us
 from floorguard.console.store.schema import agents
 from floorguard.console.web.site import render
+from floorguard.policy import parse_duration
 
 router = APIRouter(include_in_schema=False)
 
@@ -45,8 +47,8 @@ def revoke_agent(conn: Connection, agent_id: str, actor: str, ip: str = "") -> b
 
 
 def list_agents(conn: Connection, now: int) -> list[dict[str, Any]]:
+    from floorguard.console.floors import FloorPolicy, all_floor_policies
     from floorguard.console.presence import interval_of, liveness
-    from floorguard.console.web.floor_settings import FloorPolicy, all_floor_policies
 
     policies = all_floor_policies(conn)
     rows = conn.execute(
@@ -152,15 +154,13 @@ def make_code(request: Request, user: Annotated[User, Depends(ADMIN)],
               floor: Annotated[str, Form(max_length=255)] = "",
               expires: Annotated[str, Form(max_length=16)] = "24h") -> HTMLResponse:
     """A one-time enrollment code, shown once."""
-    from floorguard.console.cli import create_enrollment_code
-    from floorguard.policy import parse_duration
-
     check_csrf(request, user, csrf)
     try:
         ttl = parse_duration(expires)
     except ValueError as exc:
         return _agents_page(request, user, message=f"expires: {exc}", status=422)
-    code = create_enrollment_code(request.app.state.engine, user.name, floor.strip(), ttl)
+    with request.app.state.engine.begin() as conn:
+        code = create_code(conn, user.name, floor.strip(), ttl, None)
     return _agents_page(request, user, code=code)
 
 

@@ -299,9 +299,9 @@ def trail(request: Request, user: Annotated[User, Depends(READERS)],
           limit: Limit = 500) -> HTMLResponse:
     """Every print event and every decision request, newest first (read-only)."""
     from floorguard.console.store.schema import audit_log
+    from floorguard.console.violations import Filters, list_events
     from floorguard.console.web.i18n import DEFAULT_TIMEZONE
     from floorguard.console.web.site import render
-    from floorguard.console.web.violations import Filters, list_events
 
     limit = max(1, min(limit, 5000))
     with request.app.state.engine.connect() as conn:

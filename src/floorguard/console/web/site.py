@@ -203,7 +203,7 @@ def home(user: Annotated[User, Depends(ANY_ROLE)]) -> Response:
 @router.get("/events")
 def recent_events(request: Request, user: Annotated[User, Depends(ANY_ROLE)],
                   limit: Limit = 200) -> HTMLResponse:
-    from floorguard.console.web.violations import Filters, list_events
+    from floorguard.console.violations import Filters, list_events
 
     limit = max(1, min(limit, 1000))
     with request.app.state.engine.connect() as conn:
