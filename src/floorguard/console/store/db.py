@@ -62,7 +62,7 @@ def migrate(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "heads")
+        command.upgrade(cfg, "head")
 
 
 def open_store(url: str | None = None) -> Engine:

@@ -1,14 +1,14 @@
 """Console: floor memberships of accounts (``user_floors``), which scope what SVs and
 auditors read and do.
 
-Revision ID: hardening_h5_0001
+Revision ID: membership_0001
 Revises: console_0002
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "hardening_h5_0001"
+revision = "membership_0001"
 down_revision = "console_0002"
 branch_labels = None
 depends_on = None
