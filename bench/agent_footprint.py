@@ -31,7 +31,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "src")]
 
-from tests.live import LiveConsole, base_env  # noqa: E402
+from tests.rigs.console import LiveConsole  # noqa: E402
+from tests.rigs.processes import base_env  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 DEFAULT_POLICY = """# idle footprint: the tables that run without an OS surface
@@ -61,7 +62,7 @@ def under_umockdev() -> Any:
 
     gi.require_version("UMockdev", "1.0")
     from gi.repository import UMockdev
-    from tests.usb.devices import DEVICES, ROOT_HUB, umockdev_text
+    from tests.rigs.usb_devices import DEVICES, ROOT_HUB, umockdev_text
 
     tb = UMockdev.Testbed.new()
     tb.add_from_string(ROOT_HUB)

@@ -31,7 +31,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from tests.live import LiveConsole  # noqa: E402
+from tests.rigs.console import LiveConsole  # noqa: E402
 
 from floorguard.events import GENESIS, new_id, record_hash, rfc3339  # noqa: E402
 

@@ -39,7 +39,8 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from tests.live import PASSWORD, LiveConsole
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import PASSWORD
 
 from floorguard.console.auth import add_user, sha256_hex
 from floorguard.console.ingest.seats import seat_state
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fg-bench-"))
     cluster = None
     if args.backend == "postgresql":
-        from tests.pg import PostgresCluster
+        from tests.rigs.postgres import PostgresCluster
 
         cluster = PostgresCluster(root=args.keep).start()
     else:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.idle.conftest import running_logind as logind_bus
-from tests.live import AgentProcess
+from tests.rigs.agent import AgentProcess
 
 __all__ = ["idle_agent", "logind_bus"]
 

@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 
 import psutil
-from tests.live import AgentProcess, base_env, wait_until
+from tests.rigs.agent import AgentProcess
+from tests.rigs.processes import base_env, wait_until
 
 from floorguard.agent.controls.processes.control import read_last_pid
 from floorguard.policy import parse_duration

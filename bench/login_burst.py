@@ -31,7 +31,8 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from tests.live import PASSWORD, LiveConsole  # noqa: E402
+from tests.rigs.console import LiveConsole  # noqa: E402
+from tests.rigs.processes import PASSWORD  # noqa: E402
 
 from floorguard.console.auth import add_user  # noqa: E402
 from floorguard.console.store.db import open_store  # noqa: E402

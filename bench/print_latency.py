@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from tests.live import AgentProcess, LiveConsole, floorguard, wait_until
-from tests.print.cupsd import Cupsd
+from tests.rigs.agent import AgentProcess
+from tests.rigs.console import LiveConsole
+from tests.rigs.cupsd import Cupsd
+from tests.rigs.processes import floorguard, wait_until
 
 from floorguard.agent.adapters.cups import COMPLETED, Cups
 from floorguard.console.commands import commands

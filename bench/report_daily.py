@@ -14,6 +14,7 @@ PostgreSQL runs on a private cluster on a loopback port, stopped afterwards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import statistics
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -158,12 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run(sizes: list[int], names: list[str], seats: int, tmp: Path) -> int:
-    from tests.reports.pg import private_cluster
+@contextlib.contextmanager
+def _cluster() -> Iterator[str]:
+    """The tests' private PostgreSQL cluster, for this run."""
+    from tests.rigs.postgres import PostgresCluster
 
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.url()
+    finally:
+        cluster.stop()
+
+
+def _run(sizes: list[int], names: list[str], seats: int, tmp: Path) -> int:
     print(f"{'store':<11}{'events':>9}{'ingest s':>10}{'ev/s':>9}{'rollup %':>10}"
           f"{'report s':>10}{'json s':>8}  check", flush=True)
-    with private_cluster() if "postgresql" in names else _nothing() as pg_url:
+    with _cluster() if "postgresql" in names else _nothing() as pg_url:
         for n in sizes:
             data = day_events(n, seats)
             for recs in data.values():

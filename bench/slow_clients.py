@@ -33,7 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from tests.live import LiveConsole  # noqa: E402
+from tests.rigs.console import LiveConsole  # noqa: E402
 
 UNIT_NOFILE = 1024
 

@@ -285,7 +285,7 @@ def main() -> None:
 
     gi.require_version("UMockdev", "1.0")
     from gi.repository import UMockdev
-    from tests.usb.devices import DEVICES, ROOT_HUB, umockdev_text
+    from tests.rigs.usb_devices import DEVICES, ROOT_HUB, umockdev_text
 
     mix = ["flash_drive", "headset", "keyboard", "android_mtp", "headset_storage",
            "receiver", "usb_ethernet", "hub", "iphone", "android_rndis"]

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.live import LiveConsole
-from tests.pg import PostgresCluster
+from tests.rigs.console import LiveConsole
+from tests.rigs.postgres import PostgresCluster
 
 CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
 

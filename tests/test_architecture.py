@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.live import REPO
+from tests.rigs.processes import REPO
 
 PKG = REPO / "src" / "floorguard"
 

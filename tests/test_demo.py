@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.live import floorguard, free_port
+from tests.rigs.processes import floorguard, free_port
 
 
 def test_demo_floor_reaches_the_console_through_real_controls(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.live import REPO
+from tests.rigs.processes import REPO
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 

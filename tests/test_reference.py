@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.live import REPO
+from tests.rigs.processes import REPO
 
 
 def test_the_generated_reference_is_up_to_date_and_names_everything() -> None:

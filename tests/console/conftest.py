@@ -9,7 +9,7 @@ import pytest
 
 from floorguard.console.store.db import open_store
 from tests.console.kit import Site
-from tests.live import LiveConsole
+from tests.rigs.console import LiveConsole
 
 BACKENDS = ("sqlite", "postgresql")
 USERS = (("admin1", "admin"), ("sv1", "sv"), ("sv2", "sv"), ("aud1", "auditor"))

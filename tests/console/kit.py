@@ -17,7 +17,8 @@ from floorguard.console.membership import floors_of, set_floors
 from floorguard.console.store.db import now_us
 from floorguard.console.store.schema import agents, users
 from floorguard.events import GENESIS, new_id, record_hash, rfc3339
-from tests.live import PASSWORD, LiveConsole
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import PASSWORD
 
 
 def unique(prefix: str) -> str:

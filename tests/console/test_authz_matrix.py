@@ -18,7 +18,7 @@ import pytest
 
 from floorguard.console.app import create_app
 from tests.console.kit import Seat, Site, unique
-from tests.live import PASSWORD
+from tests.rigs.processes import PASSWORD
 
 ANON, AGENT, ADMIN, SV, AUDITOR = "anonymous", "agent", "admin", "sv", "auditor"
 # An auditor who is a member of the own floor only (an auditor with no floors reads all).

@@ -19,7 +19,8 @@ from playwright.sync_api import Page, expect
 from floorguard.console.store.db import open_store
 from tests.console.conftest import BACKENDS
 from tests.console.kit import Site, unique
-from tests.live import PASSWORD, REPO, LiveConsole
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import PASSWORD, REPO
 
 # FLOORGUARD_SCREENSHOTS is set by scripts/screenshots.sh to refresh docs/screenshots/.
 SHOTS = Path(os.environ.get("FLOORGUARD_SCREENSHOTS") or REPO / "build" / "screenshots")

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from floorguard.console.console_events import record_console_event
 from floorguard.console.duty import sv_duty
 from tests.console.kit import Site, unique
-from tests.live import PASSWORD, floorguard
+from tests.rigs.processes import PASSWORD, floorguard
 
 
 def cli(site: Site, *args: str, stdin: str | None = None) -> tuple[int, str, str]:

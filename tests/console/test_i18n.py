@@ -21,7 +21,7 @@ from floorguard.console.web.i18n import (
     parse_accept_language,
     translate,
 )
-from tests.live import REPO
+from tests.rigs.processes import REPO
 
 
 def _po(lang: str):  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from floorguard.console.floor_policy import floor_policies
 from floorguard.console.store.schema import audit_log
 from tests.console.kit import Site, count, unique
-from tests.live import REPO
+from tests.rigs.processes import REPO
 
 DEEP = REPO / "tests" / "policies" / "bad" / "deep_nesting.toml"
 

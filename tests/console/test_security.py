@@ -12,7 +12,8 @@ from floorguard.console.store.db import now_us
 from floorguard.console.store.schema import audit_log, sessions
 from floorguard.console.throttle import MAX_PER_NAME, login_failures
 from tests.console.kit import Site, count, unique
-from tests.live import PASSWORD, LiveConsole
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import PASSWORD
 
 
 def test_session_cookie_is_httponly_samesite_strict_and_new_at_each_login(site: Site) -> None:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floorguard.config import AgentConfig, ConfigError, load_config
-from tests.live import REPO, floorguard
+from tests.rigs.processes import REPO, floorguard
 
 CORPUS = REPO / "tests" / "policies" / "config"
 GOOD = sorted((CORPUS / "good").glob("*.toml"))

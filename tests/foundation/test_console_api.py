@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from floorguard.journal import Journal
-from tests.live import LiveConsole
+from tests.rigs.console import LiveConsole
 
 MiB = 1024 * 1024
 

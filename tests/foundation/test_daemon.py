@@ -20,7 +20,8 @@ from floorguard.agent.periodic import BACKGROUND_NICE, Periodic
 from floorguard.config import ConfigError, load_config
 from floorguard.journal import JournalReader
 from floorguard.policy import Policy
-from tests.live import AgentProcess, floorguard, wait_until
+from tests.rigs.agent import AgentProcess
+from tests.rigs.processes import floorguard, wait_until
 
 POLICY_A = """[floor]
 name = "3F north"

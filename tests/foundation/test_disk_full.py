@@ -176,7 +176,9 @@ def test_a_live_agent_on_a_full_disk_shows_degraded_and_delivers_every_violation
     the console."""
     import re
 
-    from tests.live import AgentProcess, LiveConsole, base_env, running, wait_until
+    from tests.rigs.agent import AgentProcess
+    from tests.rigs.console import LiveConsole
+    from tests.rigs.processes import base_env, running, wait_until
 
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.fail("this test needs root and unshare (util-linux) for a private tmpfs")

@@ -19,7 +19,9 @@ import httpx
 import pytest
 
 from floorguard.journal import JournalError, JournalReader
-from tests.live import AgentProcess, LiveConsole, base_env, floorguard, free_port, wait_until
+from tests.rigs.agent import AgentProcess
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import base_env, floorguard, free_port, wait_until
 
 POLICY = '[floor]\nname = "3F north"\n[agent]\nheartbeat_interval = "30s"\n'
 

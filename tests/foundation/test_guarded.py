@@ -21,7 +21,7 @@ from floorguard.agent.link.shipper import Link
 from floorguard.config import load_config
 from floorguard.journal import JournalReader
 from floorguard.sdnotify import Notifier
-from tests.live import wait_until
+from tests.rigs.processes import wait_until
 
 
 def test_a_failing_body_is_restarted_with_backoff_and_counted() -> None:

@@ -21,7 +21,7 @@ import pytest
 from floorguard.events import GENESIS, record_hash, verify_chain
 from floorguard.journal import Entry, Journal, JournalError, JournalReader
 from floorguard.osbytes import unescape
-from tests.live import REPO, base_env, floorguard
+from tests.rigs.processes import REPO, base_env, floorguard
 
 N = 10
 FIELDS = {"agent": "0a0a0a0a-0000-4000-8000-000000000001", "host": "pc-17", "seat": "T-01",
@@ -406,7 +406,9 @@ def test_a_cut_tail_with_every_mark_rewritten_passes_verify_but_the_console_flag
     import sqlalchemy as sa
 
     from tests.link.journal_fill import fill
-    from tests.live import AgentProcess, LiveConsole, running, wait_until
+    from tests.rigs.agent import AgentProcess
+    from tests.rigs.console import LiveConsole
+    from tests.rigs.processes import running, wait_until
 
     console = LiveConsole(tmp_path / "console")
     console.workdir.mkdir(parents=True)

@@ -24,7 +24,7 @@ from floorguard.policy import (
     parse_usb_pattern,
     usb_pattern_matches,
 )
-from tests.live import REPO, floorguard
+from tests.rigs.processes import REPO, floorguard
 
 CORPUS = REPO / "tests" / "policies"
 GOOD = sorted((CORPUS / "good").glob("*.toml"))

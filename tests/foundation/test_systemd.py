@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import REPO
+from tests.rigs.processes import REPO
 
 UNITS = ("floorguard-agent.service", "floorguard-console.service")
 

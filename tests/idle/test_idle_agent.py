@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from tests.idle.conftest import LogindMock, Xserver
-from tests.live import AgentProcess, floorguard
+from tests.rigs.agent import AgentProcess
+from tests.rigs.processes import floorguard
 
 POLICY = """\
 [idle]

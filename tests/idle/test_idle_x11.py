@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tests.idle.conftest import Rig, Xserver, start_xvfb, stop_xvfb
-from tests.live import wait_until
+from tests.rigs.processes import wait_until
 
 POLICY = 'lock_after = "5m"\nstale_hint_after = "1h"\n'
 

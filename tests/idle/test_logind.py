@@ -10,7 +10,7 @@ import pytest
 
 from floorguard.agent.adapters.logind import Logind, LogindError, Signal, session_id_from_path
 from tests.idle.conftest import LogindMock
-from tests.live import wait_until
+from tests.rigs.processes import wait_until
 
 
 def drained(lg: Logind, count: int) -> list[Signal]:

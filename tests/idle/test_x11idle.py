@@ -16,7 +16,7 @@ from floorguard.agent.adapters.x11 import (
     read_cookie,
 )
 from tests.idle.conftest import Xserver, start_xvfb, stop_xvfb
-from tests.live import wait_until
+from tests.rigs.processes import wait_until
 
 COOKIE = "5f3a9c1e77d04b2a8e61c0ffee123456"
 

@@ -18,7 +18,7 @@ from floorguard.agent.daemon import Agent
 from floorguard.config import AgentConfig
 from floorguard.journal import JournalReader
 from floorguard.policy import parse_policy
-from tests.live import wait_until
+from tests.rigs.processes import wait_until
 
 
 class Harness:

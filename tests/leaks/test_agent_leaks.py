@@ -16,7 +16,8 @@ import psutil
 import pytest
 
 from tests.leaks.conftest import need, ns_run, unique_program
-from tests.live import AgentProcess, wait_until
+from tests.rigs.agent import AgentProcess
+from tests.rigs.processes import wait_until
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from floorguard.agent.controls.files.control import SEEN_FILE, SeenFiles, seen_key, seen_state
 from floorguard.events import rfc3339
 from floorguard.journal import JournalReader
-from tests.live import AgentProcess, wait_until
+from tests.rigs.agent import AgentProcess
+from tests.rigs.processes import wait_until
 
 CAUGHT_UP = "files written while the agent was not running checked"
 

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.live import AgentProcess, LiveConsole
+from tests.rigs.agent import AgentProcess
+from tests.rigs.console import LiveConsole
+from tests.rigs.postgres import PostgresCluster
 
 POLICY = """\
 [floor]
@@ -111,43 +113,8 @@ def csrf_of(client: Any, path: str = "/agents") -> str:
     return m.group(1)
 
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[str]:
-    """A private PostgreSQL cluster on a loopback port for this test session; yields a
-    server URL without a database name."""
-    import os
-    import shutil
-    import subprocess
-
-    from tests.live import free_port
-
-    if not (PG_BIN / "initdb").exists():
-        raise AssertionError("PostgreSQL 15 is missing: apt-get install postgresql")
-    import tempfile
-
-    # pytest's own temp tree is root's alone; the server runs as postgres
-    base = Path(tempfile.mkdtemp(prefix="fg-link-pg-"))
-    shutil.chown(base, "postgres", "postgres")
-    os.chmod(base, 0o700)
-    run = base / "run"
-    run.mkdir()
-    shutil.chown(run, "postgres", "postgres")
-    as_pg = ["setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups",
-             "env", f"HOME={base}"]
-    subprocess.run([*as_pg, str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U",
-                    "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8",
-                    "--no-sync"], check=True, capture_output=True)
-    port = free_port()
-    subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-l",
-                    str(base / "log"), "-w", "-o",
-                    f"-p {port} -k {run} -c listen_addresses=127.0.0.1 -c fsync=off",
-                    "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(base / "data"), "-m",
-                        "fast", "-w", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+def postgres(pg_cluster: PostgresCluster) -> str:
+    """The suite's one private PostgreSQL cluster, as a server URL without a database
+    name."""
+    return pg_cluster.url().rsplit("/", 1)[0]

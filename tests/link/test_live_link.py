@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from floorguard.journal import JournalReader
-from tests.live import AgentProcess, LiveConsole, floorguard, running, wait_until
+from tests.rigs.agent import AgentProcess
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import floorguard, running, wait_until
 
 from .conftest import POLICY, Store, agent_id, csrf_of, enrolled_agent, token
 from .journal_fill import fill

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 
 from floorguard.journal import JournalReader
-from tests.live import AgentProcess, LiveConsole, base_env, floorguard, running, wait_until
+from tests.rigs.agent import AgentProcess
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import base_env, floorguard, running, wait_until
 
 from .conftest import Store, agent_id
 from .journal_fill import fill

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from floorguard.agent.identity import agent_id as make_agent_id
 from floorguard.journal import Journal, JournalReader
 from floorguard.osbytes import unescape
-from tests.live import PASSWORD, LiveConsole, running, wait_until
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import PASSWORD, running, wait_until
 
 from .conftest import Store, agent_id, enrolled_agent
 

@@ -13,8 +13,10 @@ from floorguard.agent.controls.base import Commands, ControlContext, Operator
 from floorguard.agent.controls.print.control import PrintControl
 from floorguard.config import AgentConfig
 from floorguard.policy import parse_policy
-from tests.live import AgentProcess, LiveConsole, wait_until
-from tests.print.cupsd import Cupsd
+from tests.rigs.agent import AgentProcess
+from tests.rigs.console import LiveConsole
+from tests.rigs.cupsd import Cupsd
+from tests.rigs.processes import wait_until
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from floorguard.events import GENESIS, new_id, record_hash, rfc3339
-from tests.live import LiveConsole
+from tests.rigs.console import LiveConsole
 
 
 class AgentFeed:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from floorguard.agent.adapters.cups import COMPLETED
-from tests.live import PASSWORD, LiveConsole, wait_until
 from tests.print.conftest import job_state
-from tests.print.cupsd import Cupsd, printed
+from tests.rigs.console import LiveConsole
+from tests.rigs.cupsd import Cupsd, printed
+from tests.rigs.processes import PASSWORD, wait_until
 
 
 def test_an_sv_sees_the_thumbnail_approves_and_the_job_prints(

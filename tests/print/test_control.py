@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from floorguard.agent.adapters.cups import CANCELED, COMPLETED, HELD, Cups
-from tests.live import wait_until
-from tests.print.cupsd import STOCK_POLICY, Cupsd, printed
+from tests.rigs.cupsd import STOCK_POLICY, Cupsd, printed
+from tests.rigs.processes import wait_until
 
 
 def job_state(cupsd: Cupsd, job_id: int) -> int | None:

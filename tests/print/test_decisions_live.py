@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from floorguard.agent.adapters.cups import CANCELED, COMPLETED, HELD
-from tests.live import LiveConsole, wait_until
 from tests.print.conftest import job_state
-from tests.print.cupsd import Cupsd, printed
 from tests.print.feed import csrf_of
+from tests.rigs.console import LiveConsole
+from tests.rigs.cupsd import Cupsd, printed
+from tests.rigs.processes import wait_until
 
 
 def pages_of(path: Path) -> int:

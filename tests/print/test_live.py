@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from floorguard.agent.adapters.cups import CANCELED, HELD, Cups
-from tests.live import LiveConsole
 from tests.print.conftest import job_state
-from tests.print.cupsd import Cupsd, printed
+from tests.rigs.console import LiveConsole
+from tests.rigs.cupsd import Cupsd, printed
 
 
 def test_held_job_reaches_the_console_page_through_the_agent(

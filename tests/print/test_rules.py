@@ -20,7 +20,7 @@ from floorguard.agent.controls.print.rules import (
     text_pages,
 )
 from floorguard.policy import PrintSettings
-from tests.print.cupsd import SECURE_POLICY, STOCK_POLICY
+from tests.rigs.cupsd import SECURE_POLICY, STOCK_POLICY
 
 
 def response(groups: bytes, status: int = 0, rid: int = 7) -> bytes:

@@ -11,13 +11,13 @@ from sqlalchemy.engine import Engine
 from floorguard.console.app import create_app
 from floorguard.console.store.db import make_engine, open_store
 from tests.reports import fixture_day
-from tests.reports.pg import private_cluster
+from tests.rigs.postgres import PostgresCluster
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    with private_cluster() as url:
-        yield url
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    """The suite's one private PostgreSQL cluster (tests/rigs/postgres.py)."""
+    return pg_cluster.url()
 
 
 def _fresh_pg(url: str, name: str) -> str:

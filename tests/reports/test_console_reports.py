@@ -25,8 +25,9 @@ from floorguard.console.reports.schedule import (
 )
 from floorguard.console.reports.store import report_archive
 from floorguard.console.store.db import open_store
-from tests.live import LiveConsole, floorguard
 from tests.reports import fixture_day
+from tests.rigs.console import LiveConsole
+from tests.rigs.processes import floorguard
 
 POLICY = """
 [floor]

@@ -27,7 +27,7 @@ from floorguard.console.reports.daily import build_report
 from floorguard.console.store.schema import agents, events
 from floorguard.journal import Journal, JournalReader
 from tests.link.journal_fill import fill
-from tests.live import floorguard
+from tests.rigs.processes import floorguard
 
 FLOOR = "gap floor"
 TOKEN = "declared-gap-token-0123456789"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.live import REPO
+from tests.rigs.processes import REPO
 
 PRELOAD = "libumockdev-preload.so"
 RESULTS_ENV = "FLOORGUARD_UMOCKDEV_RESULTS"
@@ -174,7 +174,7 @@ def testbed() -> Iterator[Any]:
     gi.require_version("UMockdev", "1.0")
     from gi.repository import UMockdev
 
-    from .devices import ROOT_HUB
+    from tests.rigs.usb_devices import ROOT_HUB
 
     tb = UMockdev.Testbed.new()
     tb.add_from_string(ROOT_HUB)
@@ -249,7 +249,7 @@ class UsbHarness:
     def add(self, dev: Any, port: str, devnum: int = 5, authorized: str = "0") -> str:
         """Put the device into the mock sysfs. umockdev emits the "add" uevent of the
         device and then of each interface, as the kernel does."""
-        from .devices import umockdev_text
+        from tests.rigs.usb_devices import umockdev_text
 
         parent = SYS if "." not in port else f"{SYS}/{port.rsplit('.', 1)[0]}"
         self.tb.add_from_string(umockdev_text(dev, port, devnum, parent=parent[4:],

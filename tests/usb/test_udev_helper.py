@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.live import REPO
+from tests.rigs.processes import REPO
+from tests.rigs.usb_devices import DEVICES, FLASH_DRIVE, KEYBOARD, umockdev_text
 
 from .conftest import SYS, attr
-from .devices import DEVICES, FLASH_DRIVE, KEYBOARD, umockdev_text
 
 pytestmark = pytest.mark.umockdev
 

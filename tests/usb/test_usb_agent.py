@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.live import AgentProcess
+from tests.rigs.agent import AgentProcess
+from tests.rigs.usb_devices import DEVICES, FLASH_DRIVE, HEADSET, umockdev_text
 
 from .conftest import SYS, attr, wait_until
-from .devices import DEVICES, FLASH_DRIVE, HEADSET, umockdev_text
 
 pytestmark = pytest.mark.umockdev
 

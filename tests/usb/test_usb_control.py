@@ -10,9 +10,9 @@ import signal
 import pytest
 
 from floorguard.journal import JournalReader
+from tests.rigs.usb_devices import DEVICES, FLASH_DRIVE, HEADSET, HUB, HUB_DRIVE, KEYBOARD, RECEIVER
 
 from .conftest import SYS, UsbHarness, attr, wait_until
-from .devices import DEVICES, FLASH_DRIVE, HEADSET, HUB, HUB_DRIVE, KEYBOARD, RECEIVER
 
 pytestmark = pytest.mark.umockdev
 

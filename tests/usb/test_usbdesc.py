@@ -18,8 +18,7 @@ from floorguard.agent.controls.usb.rules import (
     recognize,
 )
 from floorguard.policy import UsbSettings, parse_policy
-
-from .devices import DEVICES
+from tests.rigs.usb_devices import DEVICES
 
 BASELINE = """
 [usb]

@@ -18,7 +18,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from tests.live import free_port
+from tests.rigs.processes import free_port
 
 
 def pg_bindir() -> Path:
