@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import psutil
-from tests.idle.conftest import start_xvfb, stop_xvfb
+from tests.rigs.xvfb import start_xvfb, stop_xvfb
 
 from bench.idle_rig import idle_agent, logind_bus
 

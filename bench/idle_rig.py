@@ -8,8 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.idle.conftest import running_logind as logind_bus
 from tests.rigs.agent import AgentProcess
+from tests.rigs.logind import running_logind as logind_bus
 
 __all__ = ["idle_agent", "logind_bus"]
 

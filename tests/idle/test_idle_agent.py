@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.idle.conftest import LogindMock, Xserver
 from tests.rigs.agent import AgentProcess
+from tests.rigs.logind import LogindMock
 from tests.rigs.processes import floorguard
+from tests.rigs.xvfb import Xserver
 
 POLICY = """\
 [idle]

@@ -6,8 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.idle.conftest import Rig, Xserver, start_xvfb, stop_xvfb
+from tests.idle.conftest import Rig
 from tests.rigs.processes import wait_until
+from tests.rigs.xvfb import Xserver, start_xvfb, stop_xvfb
 
 POLICY = 'lock_after = "5m"\nstale_hint_after = "1h"\n'
 

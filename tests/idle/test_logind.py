@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from floorguard.agent.adapters.logind import Logind, LogindError, Signal, session_id_from_path
-from tests.idle.conftest import LogindMock
+from tests.rigs.logind import LogindMock
 from tests.rigs.processes import wait_until
 
 

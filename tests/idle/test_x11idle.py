@@ -15,8 +15,8 @@ from floorguard.agent.adapters.x11 import (
     find_xauthority,
     read_cookie,
 )
-from tests.idle.conftest import Xserver, start_xvfb, stop_xvfb
 from tests.rigs.processes import wait_until
+from tests.rigs.xvfb import Xserver, start_xvfb, stop_xvfb
 
 COOKIE = "5f3a9c1e77d04b2a8e61c0ffee123456"
 

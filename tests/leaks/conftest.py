@@ -18,7 +18,7 @@ from floorguard.agent.daemon import Agent
 from floorguard.config import AgentConfig
 from floorguard.journal import JournalReader
 from floorguard.policy import parse_policy
-from tests.rigs.processes import wait_until
+from tests.rigs.processes import need, wait_until
 
 
 class Harness:
@@ -84,12 +84,6 @@ def unique_program(folder: Path, name: str, source: str = "/bin/sleep") -> Path:
     return path
 
 
-def need(tool: str, package: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        raise AssertionError(f"{tool} is missing: install the Debian package {package} "
-                             "(scripts/setup.sh lists it)")
-    return found
 
 
 def ns_run(pid: int, flag: str, *cmd: str, check: bool = True

@@ -15,9 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.leaks.conftest import need, ns_run, unique_program
+from tests.leaks.conftest import ns_run, unique_program
 from tests.rigs.agent import AgentProcess
-from tests.rigs.processes import wait_until
+from tests.rigs.processes import need, wait_until
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,3 +78,12 @@ def running(*things: Any) -> Iterator[None]:
         for t in reversed(things):
             with contextlib.suppress(Exception):
                 t.stop()
+
+
+def need(tool: str, package: str) -> str:
+    """The path of a tool the tests drive; a failure naming its package when missing."""
+    path = shutil.which(tool)
+    if path is None:
+        raise AssertionError(f"{tool} is missing: install the Debian package {package} "
+                             "(scripts/setup.sh does)")
+    return path
