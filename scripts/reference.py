@@ -161,7 +161,7 @@ def policy_reference(desc: dict[str, Any]) -> str:
 # --- event kinds -------------------------------------------------------------------------------
 
 def events_reference(desc: dict[str, Any]) -> str:
-    from floorguard.events import FIELDS, KINDS
+    from floorguard.events import COMMANDS, FIELDS, KINDS
 
     text = desc.get("kinds", {})
     _same("event kind", sorted(KINDS), text)
@@ -174,6 +174,14 @@ def events_reference(desc: dict[str, Any]) -> str:
     for kind in sorted(KINDS):
         fields = ", ".join(f"`{f.strip()}`" for f in text[kind]["details"].split(","))
         lines.append(f"| `{kind}` | {_cell(text[kind]['summary'])} | {fields} |\n")
+    commands = desc.get("commands", {})
+    _same("command", sorted(COMMANDS), commands)
+    lines.append("\n## Commands\n\nWhat the console sends an agent over the link's long-poll "
+                 "(`GET /api/v1/commands`); each run is journaled as `agent.command`.\n\n"
+                 "| command | what the agent does | arguments |\n| --- | --- | --- |\n")
+    for name in sorted(COMMANDS):
+        lines.append(f"| `{name}` | {_cell(commands[name]['summary'])} | "
+                     f"{_cell(commands[name]['args'])} |\n")
     return "".join(lines)
 
 
@@ -243,7 +251,7 @@ Generated from the code by `scripts/reference.py` (descriptions in `descriptions
 - [Command line](cli.md)
 - [Agent configuration](config.md)
 - [Policy keys](policy.md)
-- [Event kinds](events.md)
+- [Event kinds and commands](events.md)
 - [Console routes](api.md)
 """
 

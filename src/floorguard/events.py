@@ -7,6 +7,7 @@ removing or reordering any record therefore breaks the chain at that record.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -46,6 +47,17 @@ KINDS = frozenset(
 # ``details.floor``) other than their sender.
 CONSOLE_KINDS = frozenset(
     {"agent.silent", "agent.recovered", "agent.chain_broken", "floor.sv_ratio_exceeded"})
+
+class Command(enum.StrEnum):
+    """The commands the console sends an agent (over the link's long-poll), named like
+    the kinds: the control that carries it out, then what it does."""
+
+    PRINT_DECIDE = "print.decide"  # approve or deny a held print job
+    LOCK_SEAT = "idle.lock_seat"  # lock the operator's session now
+    RELOAD_POLICY = "agent.reload_policy"  # apply the floor's policy (or re-read the file)
+
+
+COMMANDS = frozenset(Command)
 
 # The fields of a record in the order the contract names them.
 FIELDS = ("id", "seq", "ts", "agent", "host", "seat", "user", "control", "kind", "severity",

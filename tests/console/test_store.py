@@ -186,3 +186,28 @@ def test_the_migrations_build_exactly_the_tables_the_code_declares(
             assert compare_metadata(ctx, schema.metadata) == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_commands_waiting_under_their_old_names_are_renamed(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = (request.getfixturevalue("pg_cluster").new_database() if backend == "postgresql"
+           else f"sqlite:///{tmp_path}/console.db")
+    engine = open_store(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0003_one_history")
+            for name in ("lock_seat", "reload_policy", "print.decide"):
+                conn.execute(sa.text(
+                    "INSERT INTO commands (agent, name, args, created_by, created_us, state) "
+                    "VALUES ('a1', :n, '{}', 'sv1', 1, 'queued')"), {"n": name})
+        engine.dispose()
+        engine = open_store(url)  # a console start migrates to the head
+        with engine.connect() as conn:
+            names = sorted(r[0] for r in conn.execute(sa.text("SELECT name FROM commands")))
+        assert names == ["agent.reload_policy", "idle.lock_seat", "print.decide"]
+    finally:
+        engine.dispose()

@@ -489,3 +489,18 @@ def test_signal_handlers_take_no_lock_the_interrupted_main_thread_may_hold(
         prober.join(20)
     assert returned == {"SIGHUP": True, "SIGTERM": True}
     assert signal.getsignal(signal.SIGTERM) is before  # handed back at the end
+
+
+def test_only_commands_of_the_contract_can_be_registered_or_queued() -> None:
+    from floorguard.agent.controls.base import Commands
+    from floorguard.console.commands import enqueue
+    from floorguard.events import COMMANDS, Command
+
+    assert {"print.decide", "idle.lock_seat", "agent.reload_policy"} == set(COMMANDS)
+    registry = Commands()
+    registry.register(Command.LOCK_SEAT, lambda args: {"ok": True})
+    assert registry.run("idle.lock_seat", {}) == {"ok": True}
+    with pytest.raises(ValueError, match="not a command"):
+        registry.register("lock_seat", lambda args: {"ok": True})
+    with pytest.raises(ValueError, match="not a command"):
+        enqueue(None, "a1", "format_disk", {}, "sv1")  # type: ignore[arg-type]

@@ -282,23 +282,23 @@ def test_suspend_after_a_long_absence_goes_through_logind(rig: Rig) -> None:
 def test_lock_seat_command_locks_the_active_session_now(rig: Rig) -> None:
     rig.logind.add_session("c1", 1000, "alice", type="wayland")
     rig.start(POLICY)
-    assert "lock_seat" in rig.agent.commands.names()
-    result = rig.agent.commands.run("lock_seat", {"by": "sv1", "reason": "sv"})
+    assert "idle.lock_seat" in rig.agent.commands.names()
+    result = rig.agent.commands.run("idle.lock_seat", {"by": "sv1", "reason": "sv"})
     assert result == {"ok": True, "locked": True, "method": "LockSession",
                       "session": "c1", "user": "alice"}
     rig.follows("c1", phase="locked")
     [locked] = rig.wait_events("idle.locked")
     assert locked["details"]["initiated"] == "console"
     assert locked["details"]["requested_by"] == "sv1"
-    again = rig.agent.commands.run("lock_seat", {})
+    again = rig.agent.commands.run("idle.lock_seat", {})
     assert again["ok"] is True and again["already"] is True
 
 
 def test_lock_seat_command_says_why_it_could_not_lock(rig: Rig) -> None:
     rig.start(POLICY)
-    assert rig.agent.commands.run("lock_seat", {}) == {
+    assert rig.agent.commands.run("idle.lock_seat", {}) == {
         "ok": False, "error": "there is no active graphical session on seat0"}
-    assert rig.agent.commands.run("lock_seat", {"session": 7})["error"] == (
+    assert rig.agent.commands.run("idle.lock_seat", {"session": 7})["error"] == (
         "'session' must be a session id string")
 
 
@@ -306,7 +306,7 @@ def test_lock_seat_command_reports_a_lock_that_did_not_take(rig: Rig) -> None:
     rig.logind.lock_takes(False)
     rig.logind.add_session("c1", 1000, "alice", type="wayland")
     rig.start(POLICY + 'verify_within = "300ms"\n')
-    result = rig.agent.commands.run("lock_seat", {"actor": "sv1"})
+    result = rig.agent.commands.run("idle.lock_seat", {"actor": "sv1"})
     assert result["ok"] is False and result["locked"] is False
     assert "did not report locked within 0.3s" in result["error"]
     rig.advance(0.5)
@@ -375,5 +375,5 @@ def test_the_system_bus_going_away_is_recorded_and_no_thread_dies_unnoticed(
     assert gap["details"]["reason"].startswith("lost logind")
     rig.advance(5)  # reconnecting fails with a message that says where it looked
     assert "cannot connect to the system bus" in rig.control.status()["logind"]
-    assert rig.agent.commands.run("lock_seat", {})["error"].startswith(
+    assert rig.agent.commands.run("idle.lock_seat", {})["error"].startswith(
         "logind is not reachable")

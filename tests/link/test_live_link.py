@@ -80,8 +80,8 @@ def test_heartbeat_reports_state_and_a_reload_command_runs(
             10, 0.01, "the reload command's result")
         print(f"\nreload command round trip through the long-poll: "
               f"{time.monotonic() - t0:.3f} s")
-        assert done[0]["name"] == "reload_policy"
-        cmd = agent.wait_for("agent.command", name="reload_policy")[0]
+        assert done[0]["name"] == "agent.reload_policy"
+        cmd = agent.wait_for("agent.command", name="agent.reload_policy")[0]
         assert cmd["details"]["ok"] is True
         actions = {a["action"] for a in store.rows("SELECT action FROM audit_log")}
         assert {"command.queued", "command.result"} <= actions
@@ -108,11 +108,11 @@ def test_sv_lock_button_reaches_the_agent_and_roles_are_enforced(
         # No control on this agent registers lock_seat: the agent answers so, and the
         # answer is the recorded result.
         row = wait_until(lambda: store.rows(
-            "SELECT * FROM commands WHERE agent = :id AND name = 'lock_seat' AND "
+            "SELECT * FROM commands WHERE agent = :id AND name = 'idle.lock_seat' AND "
             "state IN ('done', 'failed')", id=aid), 10, 0.01, "the lock result")[0]
         print(f"\nlock_seat round trip: {time.monotonic() - t0:.3f} s")
-        assert row["state"] == "failed" and "lock_seat" in row["result"]
-        ev = agent.wait_for("agent.command", name="lock_seat")[0]
+        assert row["state"] == "failed" and "idle.lock_seat" in row["result"]
+        ev = agent.wait_for("agent.command", name="idle.lock_seat")[0]
         assert ev["severity"] == "warning" and ev["details"]["ok"] is False
         assert ev["details"]["args"]["by"] == "sv1"
 

@@ -39,6 +39,7 @@ from floorguard.agent.controls.base import (
 )
 from floorguard.agent.guarded import GUARDS, Guards
 from floorguard.config import AgentConfig
+from floorguard.events import Command
 from floorguard.journal import Journal, JournalError
 from floorguard.policy import Policy, PolicyError, parse_policy, read_policy_text
 from floorguard.sdnotify import Notifier
@@ -386,7 +387,7 @@ class Agent:
                     os.close(fd)
 
     def _run(self) -> int:
-        self.commands.register("reload_policy", self._command_reload)
+        self.commands.register(Command.RELOAD_POLICY, self._command_reload)
         self.policy = self._initial_policy()
         self.compact_journal()
         self.record("agent", "agent.started", "info",

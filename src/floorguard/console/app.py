@@ -23,6 +23,7 @@ from floorguard.console.auth import LoginRequired
 from floorguard.console.live import Hub
 from floorguard.console.store.db import open_store
 from floorguard.console.web import i18n
+from floorguard.events import Command
 
 HERE = Path(__file__).parent
 
@@ -100,7 +101,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.state.ingest_pipeline = (chain.check_batch, printing.ingest_hook,
                                  rollup.ingest_hook, seats.on_ingest)
     # What an agent's result for a command sets off, by command name.
-    app.state.result_hooks = {"print.decide": (printing.on_decide_result,)}
+    app.state.result_hooks = {Command.PRINT_DECIDE: (printing.on_decide_result,)}
     # Background work, started and stopped with the app, in this order.
     app.state.on_start = (link_api.start, schedule.start, ratio.start_scheduler)
     app.state.on_stop = (link_api.stop, schedule.stop, ratio.stop_scheduler)

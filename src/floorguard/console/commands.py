@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from floorguard.console.store.db import now_us
 from floorguard.console.store.schema import JSONType, metadata
+from floorguard.events import COMMANDS
 
 commands = sa.Table(
     "commands", metadata,
@@ -41,6 +42,8 @@ ResultHook = Callable[[Connection, dict[str, Any], dict[str, Any]], None]
 
 def enqueue(conn: Connection, agent_id: str, name: str, args: dict[str, Any],
             actor: str) -> int:
+    if name not in COMMANDS:  # the table in events.py is the contract with the agents
+        raise ValueError(f"{name!r} is not a command in floorguard.events.COMMANDS")
     res = conn.execute(commands.insert().values(agent=agent_id, name=name, args=args,
                                                 created_by=actor, created_us=now_us()))
     return int(res.inserted_primary_key[0])  # type: ignore[index]

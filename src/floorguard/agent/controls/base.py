@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from floorguard.config import AgentConfig
+from floorguard.events import COMMANDS
 from floorguard.policy import Policy
 
 
@@ -46,6 +47,8 @@ class Commands:
         self._lock = threading.Lock()
 
     def register(self, name: str, handler: CommandHandler) -> None:
+        if name not in COMMANDS:  # the table in events.py is the contract
+            raise ValueError(f"{name!r} is not a command in floorguard.events.COMMANDS")
         with self._lock:
             self._handlers[name] = handler
 

@@ -25,6 +25,7 @@ from floorguard.console.ingest.chain import agent_link
 from floorguard.console.store.db import now_us
 from floorguard.console.store.schema import agents
 from floorguard.console.web.site import render
+from floorguard.events import Command
 from floorguard.policy import parse_duration
 
 router = APIRouter(include_in_schema=False)
@@ -112,10 +113,10 @@ def lock_seat(request: Request, agent_id: str, user: Annotated[User, Depends(LOC
     check_csrf(request, user, csrf)
     with request.app.state.engine.begin() as conn:
         row = check_agent(conn, user, agent_id)  # an SV locks seats of their floors only
-        cid = enqueue(conn, agent_id, "lock_seat", {"by": user.name, "reason": "sv"},
+        cid = enqueue(conn, agent_id, Command.LOCK_SEAT, {"by": user.name, "reason": "sv"},
                       user.name)
         audit(conn, user.name, "command.queued", agent_id, client_ip(request),
-              {"id": cid, "name": "lock_seat", "seat": row.seat})
+              {"id": cid, "name": Command.LOCK_SEAT, "seat": row.seat})
     ring(request, agent_id)
     return RedirectResponse("/agents", status_code=303)
 
@@ -130,9 +131,9 @@ def reload_policy(request: Request, agent_id: str, user: Annotated[User, Depends
         row = _known_agent(conn, agent_id)
         held = floor_policy.for_floor(conn, row.floor)
         args = ({"text": held["text"], "source": f"console:{row.floor}"} if held else {})
-        cid = enqueue(conn, agent_id, "reload_policy", args, user.name)
+        cid = enqueue(conn, agent_id, Command.RELOAD_POLICY, args, user.name)
         audit(conn, user.name, "command.queued", agent_id, client_ip(request),
-              {"id": cid, "name": "reload_policy", "hash": held["hash"] if held else None})
+              {"id": cid, "name": Command.RELOAD_POLICY, "hash": held["hash"] if held else None})
     ring(request, agent_id)
     return RedirectResponse("/agents", status_code=303)
 

@@ -26,6 +26,7 @@ from floorguard.console.api.limits import Limit, RowId
 from floorguard.console.auth import User, audit, check_agent, check_csrf, client_ip, require
 from floorguard.console.store.db import now_us
 from floorguard.console.store.schema import agents, events, metadata
+from floorguard.events import Command
 
 print_jobs = sa.Table(
     "print_jobs", metadata,
@@ -189,7 +190,7 @@ def request_decision(conn: Connection, user: User, agent_id: str, job_id: int,
                                  "page limit, or its length is unknown)")
     args = {"job_id": job_id, "decision": decision, "by": user.name, "reason": reason,
             "note": note}
-    cid = commands.enqueue(conn, agent_id, "print.decide", args, user.name)
+    cid = commands.enqueue(conn, agent_id, Command.PRINT_DECIDE, args, user.name)
     conn.execute(print_jobs.update()
                  .where(print_jobs.c.agent == agent_id, print_jobs.c.job_id == job_id)
                  .values(state="approving" if decision == "approve" else "denying",

@@ -71,6 +71,7 @@ from floorguard.agent.controls.idle.rules import (
     lock_doors,
     x_input_between,
 )
+from floorguard.events import Command
 from floorguard.policy import IdleSettings, Policy
 
 log = structlog.get_logger("floorguard.idle")
@@ -154,7 +155,7 @@ class IdleControl(Control):
         with self._lock:
             self._rescan(self.ctx.clock())
             self._publish()
-        self.ctx.commands.register("lock_seat", self.lock_seat)
+        self.ctx.commands.register(Command.LOCK_SEAT, self.lock_seat)
 
     def apply_policy(self, policy: Policy) -> None:
         with self._lock:
@@ -162,7 +163,7 @@ class IdleControl(Control):
             self.limits = policy.settings(IdleSettings)
 
     def stop(self) -> None:
-        self.ctx.commands.unregister("lock_seat")
+        self.ctx.commands.unregister(Command.LOCK_SEAT)
         with self._lock:
             for s in self._sessions.values():
                 self._close_x(s)

@@ -70,6 +70,7 @@ from floorguard.agent.controls.print.rules import (
     text_pages,
 )
 from floorguard.agent.guarded import GUARDS, GuardedThread
+from floorguard.events import Command
 from floorguard.policy import Policy, PrintSettings
 
 log = structlog.get_logger("floorguard.print")
@@ -254,7 +255,7 @@ class PrintControl(Control):
                       "be unknown; install poppler-utils", missing=tools_missing())
         with self._lock:
             self.state = self.store.load()
-        self.ctx.commands.register("print.decide", self.decide)
+        self.ctx.commands.register(Command.PRINT_DECIDE, self.decide)
         self.reconcile()
         self._start_watch()
         self._thread = GuardedThread("print", self._run, stop=self._stop)
@@ -271,7 +272,7 @@ class PrintControl(Control):
 
     def stop(self) -> None:
         # Held jobs stay held: stopping never releases anything.
-        self.ctx.commands.unregister("print.decide")
+        self.ctx.commands.unregister(Command.PRINT_DECIDE)
         self._stop.set()
         self._wake.set()
         GUARDS.unprobe("print-spool-observer")
