@@ -105,39 +105,42 @@ _EVENT_COLS = (events.c.agent, events.c.seq, events.c.ts_us, events.c.seat, even
                events.c.details)
 
 
-def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
-                settings: sources.FloorSettings | None = None, deep: bool = False,
-                now_us: Callable[[], int] | None = None,
-                acknowledgements: Callable[..., Any] = sources.acknowledgements,
-                sv_on_duty: Callable[..., Any] = sources.sv_on_duty) -> dict[str, Any]:
-    """The report of one floor and local day, as plain JSON-ready data.
+@dataclass
+class _Floor:
+    """What every section of one floor's report reads: the day's window and the floor's
+    agents (an agent's records count on its sender's floor)."""
 
-    ``acknowledgements`` and ``sv_on_duty`` are the adapters for facts kept outside the
-    events table (see ``sources``)."""
-    from floorguard.console.store.db import now_us as clock
+    conn: Connection
+    w: Window
+    name: str
+    agents: dict[str, Any]
 
-    now = (now_us or clock)()
-    settings = settings or sources.floor_settings(floor, conn=conn)
-    w = Window.of(day, settings.timezone)
-    hours = w.hours()
-
-    floor_agents = {str(a.id): a for a in conn.execute(
-        sa.select(agents.c.id, agents.c.host, agents.c.seat, agents.c.enrolled_us,
-                  agents.c.revoked_us, agents.c.policy).where(agents.c.floor == floor))}
-
-    def on_floor(r: Any) -> bool:
+    def on_floor(self, r: Any) -> bool:
         # An agent's record is on its sender's floor; only a console-made record names a
         # floor (floor.*) or an agent of its own.
         if r.agent == CONSOLE_AGENT and r.kind.startswith("floor."):
-            return bool((r.details or {}).get("floor") == floor)
-        return _subject(r) in floor_agents
+            return bool((r.details or {}).get("floor") == self.name)
+        return _subject(r) in self.agents
 
-    # --- coverage, from the per-agent slots --------------------------------------------
-    rs = report_slots.c
+    def seat_of(self, aid: str) -> str:
+        a = self.agents.get(aid)
+        return str(a.seat) if a is not None else ""
+
+
+def floor_agents(conn: Connection, floor: str) -> dict[str, Any]:
+    return {str(a.id): a for a in conn.execute(
+        sa.select(agents.c.id, agents.c.host, agents.c.seat, agents.c.enrolled_us,
+                  agents.c.revoked_us, agents.c.policy).where(agents.c.floor == floor))}
+
+
+def heard_per_agent(f: _Floor) -> dict[str, dict[str, Any]]:
+    """Per agent, from the rollup slots: events, heartbeats, hours heard, first and last
+    heard, the seq span and what the chain walk at ingest found."""
+    rs, w = report_slots.c, f.w
     hour_of_slot = (rs.slot_us - w.start_us) // HOUR_US
     heard_slot = rs.events + rs.heartbeats > 0
     per_agent: dict[str, dict[str, Any]] = {}
-    for s in conn.execute(
+    for s in f.conn.execute(
             sa.select(rs.agent, sa.func.sum(rs.events).label("events"),
                       sa.func.sum(rs.heartbeats).label("heartbeats"),
                       sa.func.count(sa.distinct(sa.case((heard_slot, hour_of_slot))))
@@ -149,7 +152,7 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                       sa.func.sum(rs.bad_hash).label("bad_hash"),
                       sa.func.sum(rs.bad_link).label("bad_link"),
                       sa.func.min(rs.first_bad_seq).label("first_bad_seq"))
-            .where(rs.floor == floor, rs.slot_us >= w.start_us, rs.slot_us < w.end_us)
+            .where(rs.floor == f.name, rs.slot_us >= w.start_us, rs.slot_us < w.end_us)
             .group_by(rs.agent)):
         per_agent[str(s.agent)] = {
             "events": _int(s.events), "heartbeats": _int(s.heartbeats),
@@ -158,156 +161,190 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
             "max_seq": None if s.max_seq is None else int(s.max_seq),
             "bad_hash": _int(s.bad_hash), "bad_link": _int(s.bad_link),
             "first_bad_seq": None if s.first_bad_seq is None else int(s.first_bad_seq)}
+    return per_agent
 
-    expected = sorted(aid for aid, a in floor_agents.items()
-                      if a.enrolled_us < w.end_us
-                      and (a.revoked_us is None or a.revoked_us >= w.start_us))
-    all_agents = sorted(set(expected) | set(per_agent))
 
-    def seat_of(aid: str) -> str:
-        a = floor_agents.get(aid)
-        return str(a.seat) if a is not None else ""
+def expected_agents(f: _Floor) -> list[str]:
+    """Agents enrolled on the floor before the day ended and not revoked before it began."""
+    w = f.w
+    return sorted(aid for aid, a in f.agents.items()
+                  if a.enrolled_us < w.end_us
+                  and (a.revoked_us is None or a.revoked_us >= w.start_us))
 
-    coverage_agents = []
-    for aid in all_agents:
+
+def coverage_agents(f: _Floor, per_agent: dict[str, dict[str, Any]],
+                    expected: list[str]) -> list[dict[str, Any]]:
+    """The coverage table: every expected or heard agent, and when it was heard."""
+    out = []
+    for aid in sorted(set(expected) | set(per_agent)):
         heard = per_agent.get(aid)
-        coverage_agents.append({
-            "agent": aid, "host": str(floor_agents[aid].host) if aid in floor_agents else "",
-            "seat": seat_of(aid), "expected": aid in expected,
+        out.append({
+            "agent": aid, "host": str(f.agents[aid].host) if aid in f.agents else "",
+            "seat": f.seat_of(aid), "expected": aid in expected,
             "reporting": bool(heard and heard["hours"]),
             "hours_heard": heard["hours"] if heard else 0,
             "events": heard["events"] if heard else 0,
             "heartbeats": heard["heartbeats"] if heard else 0,
-            "first_heard": w.local(heard["first"]) if heard else None,
-            "last_heard": w.local(heard["last"]) if heard else None})
+            "first_heard": f.w.local(heard["first"]) if heard else None,
+            "last_heard": f.w.local(heard["last"]) if heard else None})
+    return out
 
-    # --- the listed kinds, by indexed range queries ------------------------------------
+
+def listed_by_kind(f: _Floor) -> dict[str, list[Any]]:
+    """The day's records of the kinds the report lists, by indexed range queries."""
+    w = f.w
     # usb.allowed is common (every headset): the device-rule exceptions to list were
     # marked at ingest, so they are found without reading every usb.allowed of the day.
-    in_day_ev = (events.c.ts_us >= w.start_us, events.c.ts_us < w.end_us)
-    listed = [r for r in conn.execute(
+    listed = [r for r in f.conn.execute(
         sa.select(*_EVENT_COLS).where(
-            events.c.kind.in_([k for k in LIST_KINDS if k != "usb.allowed"]), *in_day_ev))
-        if on_floor(r)]
+            events.c.kind.in_([k for k in LIST_KINDS if k != "usb.allowed"]),
+            events.c.ts_us >= w.start_us, events.c.ts_us < w.end_us))
+        if f.on_floor(r)]
     rm = report_marks.c
-    listed += conn.execute(
+    listed += f.conn.execute(
         sa.select(*_EVENT_COLS).select_from(report_marks.join(
             events, sa.and_(events.c.agent == rm.agent, events.c.seq == rm.seq)))
-        .where(rm.floor == floor, rm.mark == USB_EXCEPTION, rm.ts_us >= w.start_us,
+        .where(rm.floor == f.name, rm.mark == USB_EXCEPTION, rm.ts_us >= w.start_us,
                rm.ts_us < w.end_us)).all()
     listed.sort(key=lambda r: (r.ts_us, r.agent, r.seq))
     by_kind: dict[str, list[Any]] = defaultdict(list)
     for r in listed:
         by_kind[r.kind].append(r)
+    return by_kind
 
-    silences = [r for r in conn.execute(
+
+def silent_periods(f: _Floor, now: int) -> list[dict[str, Any]]:
+    w = f.w
+    silences = [r for r in f.conn.execute(
         sa.select(*_EVENT_COLS).where(events.c.kind.in_(SILENCE_KINDS),
                                       events.c.ts_us >= w.start_us - SILENCE_LOOKBACK_US,
                                       events.c.ts_us < w.end_us)
-        .order_by(events.c.ts_us, events.c.seq)) if on_floor(r)]
-    silent_periods = silent_periods_of(w, silences, min(now, w.end_us), seat_of)
+        .order_by(events.c.ts_us, events.c.seq)) if f.on_floor(r)]
+    return silent_periods_of(w, silences, min(now, w.end_us), f.seat_of)
 
-    violations_rows = [r for r in conn.execute(
+
+def violations_of(f: _Floor, acknowledgements: Callable[..., Any]
+                  ) -> tuple[list[dict[str, Any]], Any]:
+    """Every violation of the day with whether an SV acknowledged it, and the
+    acknowledgements source's answer (None: not kept by this console)."""
+    w = f.w
+    rows = [r for r in f.conn.execute(
         sa.select(*_EVENT_COLS).where(events.c.severity == "violation",
                                       events.c.ts_us >= w.start_us,
                                       events.c.ts_us < w.end_us)
-        .order_by(events.c.ts_us, events.c.agent, events.c.seq)) if on_floor(r)]
-    acks = acknowledgements(conn, [(r.agent, int(r.seq)) for r in violations_rows])
-    violations = []
-    for r in violations_rows:
+        .order_by(events.c.ts_us, events.c.agent, events.c.seq)) if f.on_floor(r)]
+    acks = acknowledgements(f.conn, [(r.agent, int(r.seq)) for r in rows])
+    out = []
+    for r in rows:
         v = _event_row(w, r)
         ack = acks.get((r.agent, int(r.seq))) if acks is not None else None
         v["acknowledged"] = None if acks is None else ack is not None
         v["acknowledged_by"] = ack.by if ack else None
         v["acknowledged_at"] = w.local(ack.at_us) if ack else None
-        violations.append(v)
+        out.append(v)
+    return out, acks
 
-    # --- counters, from the rollups ----------------------------------------------------
-    rc = report_counts.c
-    in_day = (rc.floor == floor, rc.slot_us >= w.start_us, rc.slot_us < w.end_us)
-    grouped = conn.execute(
+
+@dataclass
+class _Counts:
+    """The day's rollup counters: grouped by seat and operator, per hour, and in total."""
+
+    grouped: list[Any]
+    hourly: list[Any]
+    totals: dict[tuple[str, str, str, str], list[int]]
+
+    def total(self, kind: str, sub: str | None = None, what: int = 0) -> int:
+        return sum(v[what] for (_c, k, _s, sb), v in self.totals.items()
+                   if k == kind and (sub is None or sb == sub))
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"control": c, "kind": k, "severity": s, "sub": sb, "n": v[0], "pages": v[1]}
+                for (c, k, s, sb), v in sorted(self.totals.items())]
+
+
+def counters(f: _Floor) -> _Counts:
+    rc, w = report_counts.c, f.w
+    in_day = (rc.floor == f.name, rc.slot_us >= w.start_us, rc.slot_us < w.end_us)
+    grouped = f.conn.execute(
         sa.select(rc.seat, rc.user, rc.control, rc.kind, rc.severity, rc.sub,
                   sa.func.sum(rc.n).label("n"), sa.func.sum(rc.pages).label("pages"))
         .where(*in_day).group_by(rc.seat, rc.user, rc.control, rc.kind, rc.severity,
                                  rc.sub)).all()
     hour_of = (rc.slot_us - w.start_us) // HOUR_US
-    hourly_rows = conn.execute(
+    hourly_rows = f.conn.execute(
         sa.select(hour_of.label("hour"), sa.func.sum(rc.n).label("n"),
                   sa.func.sum(sa.case((rc.severity == "violation", rc.n), else_=0))
                   .label("violations"),
                   sa.func.count(sa.distinct(sa.case((rc.user != "", rc.user))))
                   .label("operators"))
         .where(*in_day).group_by(hour_of)).all()
-
     totals: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for g in grouped:
         t = totals[(g.control, g.kind, g.severity, g.sub)]
         t[0] += _int(g.n)
         t[1] += _int(g.pages)
+    return _Counts(list(grouped), list(hourly_rows), totals)
 
-    def total(kind: str, sub: str | None = None, what: int = 0) -> int:
-        return sum(v[what] for (_c, k, _s, sb), v in totals.items()
-                   if k == kind and (sub is None or sb == sub))
 
-    counts = [{"control": c, "kind": k, "severity": s, "sub": sb, "n": v[0], "pages": v[1]}
-              for (c, k, s, sb), v in sorted(totals.items())]
+def people_table(grouped: Iterable[Any], key: str, other: str) -> list[dict[str, Any]]:
+    """Per operator (``key="user"``) or per seat: every seat an operator hot-desked at, or
+    every operator at a seat, with their counts."""
+    rows: dict[str, dict[str, Any]] = {}
+    for g in grouped:
+        name = getattr(g, key)
+        if key == "user" and not name:
+            continue
+        row = rows.setdefault(name, {key: name, other + "s": set(), "events": 0,
+                                     "warnings": 0, "violations": 0,
+                                     **{k: 0 for k in KEY_KINDS}})
+        n = _int(g.n)
+        if getattr(g, other):
+            row[other + "s"].add(getattr(g, other))
+        row["events"] += n
+        if g.severity == "warning":
+            row["warnings"] += n
+        elif g.severity == "violation":
+            row["violations"] += n
+        if g.kind in row:
+            row[g.kind] += n
+    out = []
+    for name in sorted(rows):
+        row = rows[name]
+        row[other + "s"] = sorted(row[other + "s"])
+        out.append(row)
+    return out
 
-    # --- per operator and per seat (hot-desking) ---------------------------------------
-    def table(key: str, other: str) -> list[dict[str, Any]]:
-        rows: dict[str, dict[str, Any]] = {}
-        for g in grouped:
-            name = getattr(g, key)
-            if key == "user" and not name:
-                continue
-            row = rows.setdefault(name, {key: name, other + "s": set(), "events": 0,
-                                         "warnings": 0, "violations": 0,
-                                         **{k: 0 for k in KEY_KINDS}})
-            n = _int(g.n)
-            if getattr(g, other):
-                row[other + "s"].add(getattr(g, other))
-            row["events"] += n
-            if g.severity == "warning":
-                row["warnings"] += n
-            elif g.severity == "violation":
-                row["violations"] += n
-            if g.kind in row:
-                row[g.kind] += n
-        out = []
-        for name in sorted(rows):
-            row = rows[name]
-            row[other + "s"] = sorted(row[other + "s"])
-            out.append(row)
-        return out
 
-    operators = table("user", "seat")
-    seats = table("seat", "user")
-
-    # --- SV span of control by hour ----------------------------------------------------
+def hourly_span(w: Window, counts: _Counts, duty: list[int] | None,
+                breaches: list[Any], max_per_sv: int | None) -> list[dict[str, Any]]:
+    """The SV span of control by hour: operators heard against the SVs on duty."""
     hour_ops: dict[int, int] = defaultdict(int)
     hour_events: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for h in hourly_rows:
+    for h in counts.hourly:
         hour_ops[int(h.hour)] = _int(h.operators)
         hour_events[int(h.hour)] = [_int(h.n), _int(h.violations)]
-    duty = sv_on_duty(conn, floor, hours)
     breach_events: dict[int, int] = defaultdict(int)
-    for r in by_kind["floor.sv_ratio_exceeded"]:
+    for r in breaches:
         breach_events[(r.ts_us - w.start_us) // HOUR_US] += 1
-    maxr = settings.max_operators_per_sv
     hourly = []
-    for i, start in enumerate(hours):
+    for i, start in enumerate(w.hours()):
         ops = hour_ops[i]
         svs = duty[i] if duty is not None else None
         ratio = round(ops / svs, 2) if svs else None
         over = None
-        if svs is not None and maxr is not None:
-            over = ops > maxr * svs
+        if svs is not None and max_per_sv is not None:
+            over = ops > max_per_sv * svs
         hourly.append({"hour": i, "start": w.local(start), "events": hour_events[i][0],
                        "violations": hour_events[i][1], "operators": ops,
                        "svs_on_duty": svs, "operators_per_sv": ratio,
                        "over_ratio": over, "ratio_exceeded_events": breach_events[i]})
+    return hourly
 
-    # --- controls ----------------------------------------------------------------------
-    def print_row(r: Any) -> dict[str, Any]:
+
+def print_jobs(w: Window, by_kind: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every print event of the day as a job row; a decision that does not repeat the page
+    count (an expiry) takes the held job's."""
+    def row(r: Any) -> dict[str, Any]:
         d = r.details or {}
         pages = d.get("pages")
         job = d.get("job_id", d.get("job"))
@@ -317,20 +354,27 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                 "pages": pages if isinstance(pages, int) and not isinstance(pages, bool)
                 else None, "by": d.get("by")}
 
-    jobs = [print_row(r) for k in PRINT_KINDS for r in by_kind[k]]
+    jobs = [row(r) for k in PRINT_KINDS for r in by_kind[k]]
     jobs.sort(key=lambda j: (j["time"], j["agent"], j["seq"]))
-    # A decision that does not repeat the page count (an expiry) takes the held job's.
     held_pages = {(j["agent"], j["job"]): j["pages"] for j in jobs
                   if j["kind"] == "print.held" and j["job"] is not None}
     for j in jobs:
         if j["pages"] is None:
             j["pages"] = held_pages.get((j["agent"], j["job"]))
+    return jobs
 
+
+def controls_of(w: Window, counts: _Counts, by_kind: dict[str, list[Any]]
+                ) -> dict[str, Any]:
+    """What each control did: USB blocks by kind and exceptions, idle locks, prints by
+    outcome and by whom approved, and the leak controls' flags."""
+    jobs = print_jobs(w, by_kind)
+    total = counts.total
     approved_by: dict[str, int] = defaultdict(int)
-    for (_c, k, _s, sb), nv in totals.items():
+    for (_c, k, _s, sb), nv in counts.totals.items():
         if k == "print.approved":
             approved_by[sb or "?"] += nv[0]
-    controls: dict[str, Any] = {
+    return {
         "usb": {"blocked": {**{k: total("usb.blocked", k) for k in USB_RECOGNITIONS},
                             "other": total("usb.blocked", "other"),
                             "total": total("usb.blocked")},
@@ -351,20 +395,26 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
         "network": {"flagged": total("network.flagged")},
     }
 
-    unavailable = []
-    for r in by_kind["agent.control_unavailable"]:
+
+def controls_unavailable(w: Window, rows: Iterable[Any]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
         d = r.details or {}
-        unavailable.append({"time": w.local(r.ts_us), "agent": r.agent, "seat": r.seat,
-                            "control": str(d.get("control", "")),
-                            "reason": str(d.get("reason") or d.get("error") or "")})
+        out.append({"time": w.local(r.ts_us), "agent": r.agent, "seat": r.seat,
+                    "control": str(d.get("control", "")),
+                    "reason": str(d.get("reason") or d.get("error") or "")})
+    return out
 
-    policies = policies_of(conn, w, floor_agents, by_kind["agent.policy_loaded"])
 
-    gaps = declared_gaps(conn, list(per_agent))
-    if deep:
-        chain = {aid: verify_stored(conn, aid, w.start_us, w.end_us, gaps.get(aid, []))
-                 for aid in per_agent}
-    integrity_agents = []
+def integrity_of(f: _Floor, per_agent: dict[str, dict[str, Any]], *, deep: bool
+                 ) -> list[dict[str, Any]]:
+    """Per agent: records, seq span, missing and declared-dropped seqs, faults, and whether
+    its chain is verified (re-hashed from the stored rows with ``deep``)."""
+    w = f.w
+    gaps = declared_gaps(f.conn, list(per_agent))
+    chain = ({aid: verify_stored(f.conn, aid, w.start_us, w.end_us, gaps.get(aid, []))
+              for aid in per_agent} if deep else {})
+    out = []
     for aid in sorted(per_agent):
         a = per_agent[aid]
         if deep:
@@ -382,12 +432,43 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                  "bad_link": a["bad_link"], "first_bad_seq": a["first_bad_seq"]}
         if c["records"] == 0 and not deep:
             continue
-        c = {"agent": aid, "seat": seat_of(aid), **c}
+        c = {"agent": aid, "seat": f.seat_of(aid), **c}
         c["verified"] = c["missing"] == 0 and c["bad_hash"] == 0 and c["bad_link"] == 0
-        integrity_agents.append(c)
-    broken = [_event_row(w, r) for r in by_kind["agent.chain_broken"]]
+        out.append(c)
+    return out
 
-    reporting = sum(1 for a in coverage_agents if a["reporting"] and a["expected"])
+
+def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
+                settings: sources.FloorSettings | None = None, deep: bool = False,
+                now_us: Callable[[], int] | None = None,
+                acknowledgements: Callable[..., Any] = sources.acknowledgements,
+                sv_on_duty: Callable[..., Any] = sources.sv_on_duty) -> dict[str, Any]:
+    """The report of one floor and local day, as plain JSON-ready data: each section
+    comes from its own function above.
+
+    ``acknowledgements`` and ``sv_on_duty`` are the adapters for facts kept outside the
+    events table (see ``sources``)."""
+    from floorguard.console.store.db import now_us as clock
+
+    now = (now_us or clock)()
+    settings = settings or sources.floor_settings(floor, conn=conn)
+    w = Window.of(day, settings.timezone)
+    f = _Floor(conn, w, floor, floor_agents(conn, floor))
+    per_agent = heard_per_agent(f)
+    expected = expected_agents(f)
+    coverage = coverage_agents(f, per_agent, expected)
+    by_kind = listed_by_kind(f)
+    silent = silent_periods(f, now)
+    violations, acks = violations_of(f, acknowledgements)
+    counts = counters(f)
+    duty = sv_on_duty(conn, floor, w.hours())
+    maxr = settings.max_operators_per_sv
+    policies = policies_of(conn, w, f.agents, by_kind["agent.policy_loaded"])
+    integrity_agents = integrity_of(f, per_agent, deep=deep)
+    broken = [_event_row(w, r) for r in by_kind["agent.chain_broken"]]
+    total = counts.total
+
+    reporting = sum(1 for a in coverage if a["reporting"] and a["expected"])
     return {
         "floor": floor,
         "date": day.isoformat(),
@@ -398,27 +479,28 @@ def build_floor(conn: Connection, day: date, floor: str, *, lang: str = "en",
                     "counts": "ingest rollups",
                     "integrity": "stored rows re-hashed" if deep else "checked at ingest"},
         "summary": {"agents_expected": len(expected), "agents_reporting": reporting,
-                    "events": sum(v[0] for v in totals.values()),
+                    "events": sum(v[0] for v in counts.totals.values()),
                     "violations": len(violations),
                     "violations_acknowledged": (None if acks is None else
                                                 sum(1 for v in violations
                                                     if v["acknowledged"])),
                     "usb_blocked": total("usb.blocked"), "idle_locked": total("idle.locked"),
                     "prints_approved": total("print.approved"),
-                    "silent_periods": len(silent_periods),
+                    "silent_periods": len(silent),
                     "chains_verified": sum(1 for c in integrity_agents if c["verified"]),
                     "chains_with_faults": sum(1 for c in integrity_agents
                                               if not c["verified"]),
                     "policy_changes": len(policies["changes"]),
                     "sv_ratio_exceeded": len(by_kind["floor.sv_ratio_exceeded"])},
         "coverage": {"agents_expected": len(expected), "agents_reporting": reporting,
-                     "agents": coverage_agents, "silent_periods": silent_periods,
-                     "controls_unavailable": unavailable},
-        "controls": controls,
-        "counts": counts,
-        "operators": operators,
-        "seats": seats,
-        "hourly": hourly,
+                     "agents": coverage, "silent_periods": silent,
+                     "controls_unavailable": controls_unavailable(
+                         w, by_kind["agent.control_unavailable"])},
+        "controls": controls_of(w, counts, by_kind),
+        "counts": counts.rows(),
+        "operators": people_table(counts.grouped, "user", "seat"),
+        "seats": people_table(counts.grouped, "seat", "user"),
+        "hourly": hourly_span(w, counts, duty, by_kind["floor.sv_ratio_exceeded"], maxr),
         "sv_ratio": {"max_operators_per_sv": maxr,
                      "exceeded": [_event_row(w, r)
                                   for r in by_kind["floor.sv_ratio_exceeded"]]},
