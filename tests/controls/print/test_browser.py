@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from floorguard.agent.adapters.cups import COMPLETED
-from tests.print.conftest import job_state
+from tests.controls.print.conftest import job_state
 from tests.rigs.console import LiveConsole
 from tests.rigs.cupsd import Cupsd, printed
 from tests.rigs.processes import PASSWORD, wait_until

@@ -14,7 +14,7 @@ from floorguard.console import commands
 from floorguard.console.store.db import open_store
 from floorguard.console.store.schema import audit_log
 from floorguard.console.web.printing import print_jobs
-from tests.print.feed import AgentFeed, csrf_of
+from tests.controls.print.feed import AgentFeed, csrf_of
 from tests.rigs.console import LiveConsole
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from floorguard.agent.adapters.cups import CANCELED, COMPLETED, HELD
-from tests.print.conftest import job_state
-from tests.print.feed import csrf_of
+from tests.controls.print.conftest import job_state
+from tests.controls.print.feed import csrf_of
 from tests.rigs.console import LiveConsole
 from tests.rigs.cupsd import Cupsd, printed
 from tests.rigs.processes import wait_until

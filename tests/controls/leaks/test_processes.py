@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from floorguard.agent.controls.processes.control import ProcessesControl, protected_pids
-from tests.leaks.conftest import Harness, unique_program
+from tests.controls.leaks.conftest import Harness, unique_program
 from tests.rigs.processes import wait_until
 
 FAST = 'check_interval = "50ms"\nfull_check_interval = "1s"\n'

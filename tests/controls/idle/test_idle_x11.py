@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.idle.conftest import Rig
+from tests.controls.idle.conftest import Rig
 from tests.rigs.processes import wait_until
 from tests.rigs.xvfb import Xserver, start_xvfb, stop_xvfb
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from floorguard.agent.adapters.cups import CANCELED, HELD, Cups
-from tests.print.conftest import job_state
+from tests.controls.print.conftest import job_state
 from tests.rigs.console import LiveConsole
 from tests.rigs.cupsd import Cupsd, printed
 

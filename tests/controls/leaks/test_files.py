@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from floorguard.agent.controls.files.control import FilesControl
-from tests.leaks.conftest import Harness
+from tests.controls.leaks.conftest import Harness
 
 
 def _policy(tmp: Path, **extra: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from floorguard.events import verify_chain
-from tests.idle.conftest import Rig
+from tests.controls.idle.conftest import Rig
 
 POLICY = 'warn_after = "4m"\nlock_after = "5m"\n'
 

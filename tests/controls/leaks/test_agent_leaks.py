@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.leaks.conftest import ns_run, unique_program
+from tests.controls.leaks.conftest import ns_run, unique_program
 from tests.rigs.agent import AgentProcess
 from tests.rigs.processes import need, wait_until
 

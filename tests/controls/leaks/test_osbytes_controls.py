@@ -22,7 +22,7 @@ from floorguard.agent.controls.files.control import FilesControl
 from floorguard.agent.controls.processes.control import ProcessesControl
 from floorguard.journal import JournalReader
 from floorguard.osbytes import escape, unescape
-from tests.leaks.conftest import Harness, unique_program
+from tests.controls.leaks.conftest import Harness, unique_program
 
 
 def _policy(tmp: Path) -> str:
