@@ -53,6 +53,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/audit"): READERS,
     ("GET", "/admin/floors"): {ADMIN},
     ("POST", "/admin/floors"): {ADMIN},
+    ("GET", "/admin/accounts"): {ADMIN},
+    ("POST", "/admin/accounts/{name}/floors"): {ADMIN},
     ("POST", "/account/lang"): USERS,
     ("GET", "/coverage"): USERS,
     # The link's agent API: the agent's own token only.
@@ -185,7 +187,9 @@ def _request(site: Site, client: httpx.Client, who: str, method: str, path: str,
     target = fx["victim"].agent_id if path.endswith("/revoke") else seat.agent_id
     url = (path.replace("{agent_id}", target).replace("{agent}", seat.agent_id)
            .replace("{seq}", str(ev["seq"])).replace("{job_id}", "1")
-           .replace("{command_id}", "999999").replace("{rid}", "1"))
+           .replace("{command_id}", "999999").replace("{rid}", "1")
+           # an account no one uses: an admin's change (404) must not move the matrix's SV
+           .replace("{name}", "matrix-nobody"))
     if path == "/static":
         url = "/static/console.css"
     csrf = ""

@@ -69,6 +69,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     from floorguard.console.reports import web as reports_web
     from floorguard.console.web import (
         account,
+        accounts,
         duty,
         fleet,
         floor,
@@ -93,7 +94,7 @@ def create_app(db_url: str | None = None, *, engine: Engine | None = None) -> Fa
     app.include_router(link_api.router)
     link_api.configure(app)
     for pages in (web, fleet, printing, reports_web, floor, violations, agents_view, duty,
-                  audit_view, floor_settings, account):
+                  audit_view, floor_settings, account, accounts):
         app.include_router(pages.router)
     # The ingest pipeline: what runs, in this order, inside the transaction that stores a
     # batch (the chain check first, since the acknowledgement and the others' view of the
