@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from floorguard.agent.controls.network.control import parse_proc_net_tcp
 from floorguard.agent.controls.network.rules import egress_allowed, interface_allowed, outbound
 from floorguard.agent.controls.processes.rules import forbidden, scan_plan
 from floorguard.policy import EgressRule, PolicyError, ProcessesSettings, load_policy, parse_policy
+from tests.rigs.processes import REPO
 
 MOUNTINFO = """\
 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
@@ -180,7 +180,7 @@ def test_the_files_table_takes_absolute_globs_and_file_name_patterns() -> None:
     assert "p.toml:3: files.flag:" in text and "file names only" in text
 
 
-CORPUS = Path(__file__).resolve().parent.parent / "policies"
+CORPUS = REPO / "tests" / "policies"
 
 
 def test_the_leak_corpus_good_file_converts_its_rules() -> None:
