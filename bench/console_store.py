@@ -43,9 +43,8 @@ from tests.rigs.console import LiveConsole
 from tests.rigs.processes import PASSWORD
 
 from floorguard.console.auth import add_user, sha256_hex
-from floorguard.console.ingest.seats import seat_state
 from floorguard.console.store.db import now_us, open_store
-from floorguard.console.store.schema import agents, events
+from floorguard.console.store.schema import agents, events, seat_state
 from floorguard.events import GENESIS, new_id, record_hash, rfc3339
 
 KINDS = [("usb.allowed", "info", "usb"), ("idle.warned", "warning", "idle"),

@@ -24,8 +24,8 @@ from tests.rigs.cupsd import Cupsd
 from tests.rigs.processes import floorguard, wait_until
 
 from floorguard.agent.adapters.cups import COMPLETED, Cups
-from floorguard.console.commands import commands
 from floorguard.console.store.db import open_store
+from floorguard.console.store.schema import commands
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -142,7 +142,7 @@ def showcase(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveCon
             if i == 13:
                 s.set_last_seen(seat, int((time.time() - 600) * 1_000_000))
         with engine.begin() as conn:
-            from floorguard.console.floors import floor_settings
+            from floorguard.console.store.schema import floor_settings
 
             conn.execute(floor_settings.insert().values(floor="3F north", max_operators_per_sv=10,
                                                         timezone="Asia/Tokyo"))

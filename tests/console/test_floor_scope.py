@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from floorguard.console.console_events import record_console_event
-from floorguard.console.duty import sv_duty
+from floorguard.console.store.schema import sv_duty
 from tests.console.kit import Site, unique
 from tests.rigs.processes import PASSWORD, floorguard
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from floorguard.console.api.limits import FORM_LIMIT, check_event_ts, json_problem
 from floorguard.console.app import create_app
-from floorguard.console.ingest.seats import fold, seat_state
-from floorguard.console.store.schema import events
+from floorguard.console.ingest.seats import fold
+from floorguard.console.store.schema import events, seat_state
 from floorguard.events import record_hash, rfc3339
 from tests.console.kit import Seat, Site, unique
 

@@ -17,8 +17,7 @@ from floorguard.console.console_events import CONSOLE_AGENT
 from floorguard.console.floors import floor_policy
 from floorguard.console.ratio import GRACE_US, check_ratios
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import audit_log, events
-from floorguard.console.violations import violation_acks
+from floorguard.console.store.schema import audit_log, events, violation_acks
 from floorguard.events import GENESIS, verify_chain
 from tests.console.kit import Site, count, unique
 

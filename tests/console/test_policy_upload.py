@@ -7,8 +7,7 @@ import re
 
 import sqlalchemy as sa
 
-from floorguard.console.floor_policy import floor_policies
-from floorguard.console.store.schema import audit_log
+from floorguard.console.store.schema import audit_log, floor_policies
 from tests.console.kit import Site, count, unique
 from tests.rigs.processes import REPO
 

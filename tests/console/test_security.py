@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from floorguard.console.auth import SESSION_COOKIE, set_disabled, sha256_hex
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import audit_log, sessions
-from floorguard.console.throttle import MAX_PER_NAME, login_failures
+from floorguard.console.store.schema import audit_log, login_failures, sessions
+from floorguard.console.throttle import MAX_PER_NAME
 from tests.console.kit import Site, count, unique
 from tests.rigs.console import LiveConsole
 from tests.rigs.processes import PASSWORD

@@ -16,10 +16,10 @@ from sqlalchemy.engine import Engine
 from floorguard.agent.link.shipper import MAX_DRAIN_WINDOW, retry_delay
 from floorguard.console import presence
 from floorguard.console.console_events import CONSOLE_AGENT, record_console_event
-from floorguard.console.ingest.chain import chain_breaks, check_batch
+from floorguard.console.ingest.chain import check_batch
 from floorguard.console.ingest.pipeline import store_events
 from floorguard.console.store.db import open_store
-from floorguard.console.store.schema import agents, events
+from floorguard.console.store.schema import agents, chain_breaks, events
 from floorguard.events import FIELDS, GENESIS, record_hash, rfc3339, verify_chain
 
 AGENT = "0b7f6a9e-8a53-4a4e-9f0e-0c8f7c1d2e3f"

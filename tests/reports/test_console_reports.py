@@ -23,8 +23,8 @@ from floorguard.console.reports.schedule import (
     run_daily,
     schedule_config,
 )
-from floorguard.console.reports.store import report_archive
 from floorguard.console.store.db import open_store
+from floorguard.console.store.schema import report_archive
 from tests.reports import fixture_day
 from tests.rigs.console import LiveConsole
 from tests.rigs.processes import floorguard

@@ -339,10 +339,9 @@ def test_floor_settings_come_from_the_policy_the_console_holds(empty_store: Engi
 
 def test_acknowledgements_and_duty_stints_recorded_in_the_console_reach_the_report(
         store: Engine) -> None:
-    from floorguard.console.duty import sv_duty
     from floorguard.console.reports.daily import build_floor
     from floorguard.console.reports.sources import FloorSettings
-    from floorguard.console.violations import violation_acks
+    from floorguard.console.store.schema import sv_duty, violation_acks
 
     with store.begin() as conn:
         conn.execute(violation_acks.insert().values(

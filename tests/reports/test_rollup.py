@@ -13,8 +13,7 @@ from sqlalchemy.engine import Engine
 from floorguard.console.app import create_app
 from floorguard.console.auth import sha256_hex
 from floorguard.console.reports.rollup import note_heartbeats, sub_kind
-from floorguard.console.reports.store import report_counts, report_slots
-from floorguard.console.store.schema import agents
+from floorguard.console.store.schema import agents, report_counts, report_slots
 from floorguard.events import GENESIS, record_hash
 
 AGENT = str(uuid.UUID(int=77))

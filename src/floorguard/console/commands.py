@@ -16,24 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import JSONType, metadata
-from floorguard.events import COMMANDS
-
-commands = sa.Table(
-    "commands", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("agent", sa.String(64), nullable=False),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("args", JSONType, nullable=False),
-    sa.Column("created_by", sa.String(64), nullable=False),
-    sa.Column("created_us", sa.BigInteger, nullable=False),
-    # queued -> delivered -> done | failed
-    sa.Column("state", sa.String(16), nullable=False, server_default="queued"),
-    sa.Column("delivered_us", sa.BigInteger),
-    sa.Column("done_us", sa.BigInteger),
-    sa.Column("result", JSONType),
-    sa.Index("commands_agent_state", "agent", "state", "id"),
+from floorguard.console.store.schema import (
+    commands,
 )
+from floorguard.events import COMMANDS
 
 # ``hook(conn, command_row, result)``, run inside the transaction that stores an agent's
 # result for a command; the app's wiring (app.py) says which hooks follow which command.

@@ -18,17 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from floorguard.console.store.schema import events, metadata
+from floorguard.console.store.schema import (
+    console_chain,
+    events,
+)
 from floorguard.events import GENESIS, KINDS, SEVERITIES, new_id, record_hash, rfc3339
 
 CONSOLE_AGENT = "console"
-
-console_chain = sa.Table(
-    "console_chain", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("hash", sa.String(64), nullable=False, server_default=GENESIS),
-)
 
 
 def record_console_event(

@@ -3,17 +3,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from floorguard.console.store.schema import metadata
-
-sv_duty = sa.Table(
-    "sv_duty", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("user_name", sa.String(64), nullable=False),
-    sa.Column("floor", sa.String(255), nullable=False),
-    sa.Column("on_us", sa.BigInteger, nullable=False),
-    sa.Column("off_us", sa.BigInteger),
-    sa.Index("sv_duty_open", "off_us", "floor"),
-    sa.Index("sv_duty_user", "user_name", "off_us"),
+from floorguard.console.store.schema import (
+    sv_duty,
 )
 
 

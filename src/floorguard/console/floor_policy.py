@@ -14,18 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import metadata
-from floorguard.policy import Policy, PolicyError, parse_policy
-
-floor_policies = sa.Table(
-    "floor_policies", metadata,
-    sa.Column("floor", sa.String(255), primary_key=True),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-    sa.Column("source", sa.String(255), nullable=False),
-    sa.Column("uploaded_by", sa.String(64), nullable=False),
-    sa.Column("uploaded_us", sa.BigInteger, nullable=False),
+from floorguard.console.store.schema import (
+    floor_policies,
 )
+from floorguard.policy import Policy, PolicyError, parse_policy
 
 MAX_POLICY = 256 * 1024
 

@@ -12,10 +12,9 @@ from sqlalchemy.engine import Connection
 from floorguard.console.auth import User
 from floorguard.console.duty import svs_on_duty
 from floorguard.console.floors import FloorPolicy, all_floor_policies
-from floorguard.console.ingest.chain import agent_link
-from floorguard.console.ingest.seats import SILENT, Tile, seat_state, tile_state
+from floorguard.console.ingest.seats import SILENT, Tile, tile_state
 from floorguard.console.presence import STOPPED, interval_of, is_silent, liveness, silent_after_us
-from floorguard.console.store.schema import agents
+from floorguard.console.store.schema import agent_link, agents, seat_state
 
 
 def ratio_exceeded(operators: int, svs: int, max_per_sv: int | None) -> bool:

@@ -10,20 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from floorguard.console.store.schema import agents, metadata
-from floorguard.policy import AgentSettings, FloorSettings
-
-floor_settings = sa.Table(
-    "floor_settings", metadata,
-    sa.Column("floor", sa.String(255), primary_key=True),
-    sa.Column("max_operators_per_sv", sa.Integer),
-    sa.Column("timezone", sa.String(64), nullable=False, server_default=FloorSettings.timezone),
-    sa.Column("idle_unlocked_after_s", sa.Float, nullable=False, server_default="300"),
-    sa.Column("heartbeat_interval_s", sa.Float, nullable=False, server_default="30"),
-    sa.Column("updated_by", sa.String(64), nullable=False, server_default=""),
-    sa.Column("updated_us", sa.BigInteger, nullable=False, server_default="0"),
+from floorguard.console.store.schema import (
+    agents,
+    floor_settings,
 )
-
+from floorguard.policy import AgentSettings, FloorSettings
 
 _FLOOR, _AGENT = FloorSettings(), AgentSettings()  # the policy's defaults
 
@@ -94,7 +85,7 @@ def floor_policy(conn: Connection, floor: str) -> FloorPolicy:
 
 def all_floor_policies(conn: Connection) -> dict[str, FloorPolicy]:
     """Every floor that has agents or settings, by name."""
-    from floorguard.console.floor_policy import floor_policies
+    from floorguard.console.store.schema import floor_policies
 
     names = {r.floor for r in conn.execute(sa.select(floor_settings.c.floor))}
     names |= {r.floor for r in conn.execute(sa.select(floor_policies.c.floor))}

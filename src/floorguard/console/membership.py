@@ -12,12 +12,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from floorguard.console.store.schema import metadata, users
-
-user_floors = sa.Table(
-    "user_floors", metadata,
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
-    sa.Column("floor", sa.String(255), primary_key=True),
+from floorguard.console.store.schema import (
+    user_floors,
+    users,
 )
 
 MAX_FLOOR = 255  # agents.floor

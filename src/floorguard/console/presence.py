@@ -34,8 +34,8 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from floorguard.console.console_events import record_console_event
-from floorguard.console.ingest.chain import agent_link, link_row
-from floorguard.console.store.schema import agents
+from floorguard.console.ingest.chain import link_row
+from floorguard.console.store.schema import agent_link, agents
 from floorguard.events import rfc3339
 
 log = structlog.get_logger("floorguard.console.presence")
@@ -84,7 +84,7 @@ def heartbeat(conn: Connection, agent_id: str, state: str, status: dict[str, Any
     agent's ``floor`` with the ``policy_hash`` the console holds for it (or None).
 
     Three statements in the common case: this runs a thousand times a minute."""
-    from floorguard.console.floor_policy import floor_policies
+    from floorguard.console.store.schema import floor_policies
 
     row = conn.execute(
         sa.select(agents.c.floor, agents.c.seat, agent_link.c.agent.label("linked"),

@@ -15,21 +15,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from floorguard.console.store.schema import metadata
+from floorguard.console.store.schema import (
+    floor_ratio_state,
+)
 from floorguard.events import rfc3339
 
 log = logging.getLogger(__name__)
 
 GRACE_US = 3 * 60 * 1_000_000
 CHECK_EVERY_S = 20.0
-
-floor_ratio_state = sa.Table(
-    "floor_ratio_state", metadata,
-    sa.Column("floor", sa.String(255), primary_key=True),
-    sa.Column("exceeded_since_us", sa.BigInteger),
-    sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("checked_us", sa.BigInteger, nullable=False),
-)
 
 
 def check_ratios(engine: Engine, now: int) -> list[dict[str, Any]]:

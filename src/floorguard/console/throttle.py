@@ -35,7 +35,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from floorguard.console.store.schema import metadata, users
+from floorguard.console.store.schema import (
+    login_failures,
+    users,
+)
 
 WINDOW_US = 15 * 60 * 1_000_000
 MAX_PER_ACCOUNT_ADDRESS = 5
@@ -50,16 +53,6 @@ CONCURRENT_CHECKS = 4
 QUEUE_S = 1.0
 
 UNKNOWN = ""  # the name under which made-up names' failures are kept
-
-login_failures = sa.Table(
-    "login_failures", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("ip", sa.String(64), nullable=False),
-    sa.Column("ts_us", sa.BigInteger, nullable=False),
-    sa.Index("login_failures_name_ts", "name", "ts_us"),
-    sa.Index("login_failures_ip_ts", "ip", "ts_us"),
-)
 
 
 @dataclass(frozen=True)

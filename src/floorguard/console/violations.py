@@ -13,21 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from floorguard.console.floors import all_floor_policies
-from floorguard.console.store.schema import events, metadata
+from floorguard.console.store.schema import (
+    events,
+    violation_acks,
+)
 from floorguard.events import SEVERITIES
 from floorguard.policy import FloorSettings
-
-violation_acks = sa.Table(
-    "violation_acks", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("agent", sa.String(64), nullable=False),
-    sa.Column("seq", sa.BigInteger, nullable=False),
-    sa.Column("actor", sa.String(64), nullable=False),
-    sa.Column("comment", sa.Text, nullable=False),
-    sa.Column("ts_us", sa.BigInteger, nullable=False),
-    sa.Index("violation_acks_event", "agent", "seq"),
-)
-
 
 PAGE = 50
 

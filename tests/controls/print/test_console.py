@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from floorguard.agent.controls.print.control import describe_document
 from floorguard.console import commands
 from floorguard.console.store.db import open_store
-from floorguard.console.store.schema import audit_log
-from floorguard.console.web.printing import print_jobs
+from floorguard.console.store.schema import audit_log, print_jobs
 from tests.controls.print.feed import AgentFeed, csrf_of
 from tests.rigs.console import LiveConsole
 

@@ -38,9 +38,9 @@ from floorguard.console.api.agent_request import (
 )
 from floorguard.console.api.limits import RowId
 from floorguard.console.auth import audit, client_ip, sha256_hex
-from floorguard.console.commands import commands, complete, mark_delivered, pending
+from floorguard.console.commands import complete, mark_delivered, pending
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import agents
+from floorguard.console.store.schema import agents, commands
 
 log = structlog.get_logger("floorguard.console.link")
 

@@ -38,33 +38,13 @@ from sqlalchemy.engine import Connection
 
 from floorguard.console.console_events import record_console_event
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import agents, events, metadata
+from floorguard.console.store.schema import (
+    agent_link,
+    agents,
+    chain_breaks,
+    events,
+)
 from floorguard.events import GENESIS, REASONS, ChainWalker, DeclaredGap, Finding, record_hash
-
-agent_link = sa.Table(
-    "agent_link", metadata,
-    sa.Column("agent", sa.String(64), primary_key=True),
-    sa.Column("chain_seq", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("chain_hash", sa.String(64), nullable=False, server_default=GENESIS),
-    sa.Column("heartbeat_us", sa.BigInteger),
-    sa.Column("interval_s", sa.Float, nullable=False, server_default="30"),
-    sa.Column("state", sa.String(16), nullable=False, server_default=""),
-    sa.Column("silent_us", sa.BigInteger),
-    sa.Column("stopped_us", sa.BigInteger),
-)
-
-chain_breaks = sa.Table(
-    "chain_breaks", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("agent", sa.String(64), nullable=False),
-    sa.Column("from_seq", sa.BigInteger, nullable=False),
-    sa.Column("to_seq", sa.BigInteger, nullable=False),
-    sa.Column("reason", sa.String(32), nullable=False),
-    sa.Column("explained", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("details", sa.Text, nullable=False, server_default=""),
-    sa.Column("recorded_us", sa.BigInteger, nullable=False),
-    sa.UniqueConstraint("agent", "from_seq", "reason", name="chain_breaks_once"),
-)
 
 WALK = 2000
 

@@ -16,21 +16,8 @@ from sqlalchemy.engine import Connection
 
 from floorguard.console.ingest.pipeline import ts_to_us
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import metadata
-
-seat_state = sa.Table(
-    "seat_state", metadata,
-    sa.Column("agent", sa.String(64), primary_key=True),
-    sa.Column("seat", sa.String(255), nullable=False, server_default=""),
-    sa.Column("host", sa.String(255), nullable=False, server_default=""),
-    sa.Column("user", sa.String(255)),
-    sa.Column("last_event_us", sa.BigInteger),
-    sa.Column("last_kind", sa.String(64)),
-    sa.Column("last_violation_us", sa.BigInteger),
-    sa.Column("last_violation_kind", sa.String(64)),
-    sa.Column("idle_since_us", sa.BigInteger),
-    sa.Column("locked", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("updated_us", sa.BigInteger, nullable=False),
+from floorguard.console.store.schema import (
+    seat_state,
 )
 
 # Tile states, most urgent first.

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from floorguard.console.reports.daily import build_report
 from floorguard.console.reports.render import SUFFIXES, render
-from floorguard.console.reports.store import report_archive
+from floorguard.console.store.schema import report_archive
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,17 @@ from sqlalchemy.engine import Connection
 
 from floorguard import __version__
 from floorguard.console.console_events import CONSOLE_AGENT
-from floorguard.console.ingest.chain import chain_breaks
 from floorguard.console.reports import sources
 from floorguard.console.reports.mapping import load_mapping
 from floorguard.console.reports.rollup import USB_EXCEPTION, USB_RECOGNITIONS, is_device_rule
-from floorguard.console.reports.store import report_counts, report_marks, report_slots
-from floorguard.console.store.schema import agents, events
+from floorguard.console.store.schema import (
+    agents,
+    chain_breaks,
+    events,
+    report_counts,
+    report_marks,
+    report_slots,
+)
 from floorguard.events import FIELDS, GENESIS, ChainWalker, DeclaredGap
 
 SCHEMA_ID = "floorguard.report.daily/1"

@@ -18,8 +18,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from floorguard.console.ingest.pipeline import ts_to_us
-from floorguard.console.reports.store import SLOT_US, report_counts, report_marks, report_slots
-from floorguard.console.store.schema import agents, events
+from floorguard.console.store.schema import (
+    SLOT_US,
+    agents,
+    events,
+    report_counts,
+    report_marks,
+    report_slots,
+)
 from floorguard.events import record_hash
 
 USB_RECOGNITIONS = ("storage", "phone", "network")

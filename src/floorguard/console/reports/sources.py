@@ -82,7 +82,7 @@ def acknowledgements(conn: Connection, keys: list[tuple[str, int]]
     """The first acknowledgement of each violation ``(agent, seq)`` by an SV."""
     import sqlalchemy as sa
 
-    from floorguard.console.violations import violation_acks
+    from floorguard.console.store.schema import violation_acks
 
     out: dict[tuple[str, int], Acknowledgement] = {}
     for i in range(0, len(keys), 400):
@@ -104,7 +104,7 @@ def sv_on_duty(conn: Connection, floor: str, hour_starts_us: list[int]
     ``hour_starts_us`` (from the on/off duty stints SVs record in the console)."""
     import sqlalchemy as sa
 
-    from floorguard.console.duty import sv_duty
+    from floorguard.console.store.schema import sv_duty
 
     if not hour_starts_us:
         return []

@@ -13,10 +13,9 @@ from fastapi.responses import HTMLResponse
 
 from floorguard.console.auth import User, require
 from floorguard.console.floors import FloorPolicy, all_floor_policies
-from floorguard.console.ingest.chain import agent_link
 from floorguard.console.presence import interval_of, is_silent, liveness
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import agents
+from floorguard.console.store.schema import agent_link, agents
 from floorguard.console.web.i18n import N_
 from floorguard.console.web.site import add_nav, render
 

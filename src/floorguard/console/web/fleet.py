@@ -21,9 +21,8 @@ from floorguard.console.api.link import ring
 from floorguard.console.auth import User, audit, check_agent, check_csrf, client_ip, require
 from floorguard.console.commands import enqueue
 from floorguard.console.enrollment import create_code
-from floorguard.console.ingest.chain import agent_link
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import agents
+from floorguard.console.store.schema import agent_link, agents
 from floorguard.console.web.site import render
 from floorguard.events import Command
 from floorguard.policy import parse_duration

@@ -17,11 +17,9 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from floorguard.console.auth import User, audit, client_ip, require, require_write
-from floorguard.console.floors import (
-    all_floor_policies,
-    floor_settings,
-)
+from floorguard.console.floors import all_floor_policies
 from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import floor_settings
 from floorguard.console.web.i18n import DEFAULT_TIMEZONE, N_
 from floorguard.console.web.site import add_nav, render
 from floorguard.policy import parse_duration

@@ -25,39 +25,12 @@ from floorguard.console import commands
 from floorguard.console.api.limits import Limit, RowId
 from floorguard.console.auth import User, audit, check_agent, check_csrf, client_ip, require
 from floorguard.console.store.db import now_us
-from floorguard.console.store.schema import agents, events, metadata
-from floorguard.events import Command
-
-print_jobs = sa.Table(
-    "print_jobs", metadata,
-    sa.Column("agent", sa.String(64), primary_key=True),
-    sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("seat", sa.String(255), nullable=False, server_default=""),
-    sa.Column("host", sa.String(255), nullable=False, server_default=""),
-    sa.Column("operator", sa.String(255), nullable=False, server_default=""),
-    sa.Column("queue", sa.String(255), nullable=False, server_default=""),
-    sa.Column("title", sa.Text, nullable=False, server_default=""),
-    sa.Column("pages", sa.Integer),
-    sa.Column("pages_source", sa.String(16), nullable=False, server_default="unknown"),
-    sa.Column("size", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("format", sa.String(128), nullable=False, server_default=""),
-    sa.Column("needs_note", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("thumbnail_seq", sa.BigInteger),  # the print.held event holding the picture
-    sa.Column("placeholder", sa.String(32)),
-    # held -> approving | denying -> approved -> released; denied; expired; failed
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("held_us", sa.BigInteger, nullable=False),
-    sa.Column("decided_by", sa.String(64)),
-    sa.Column("decided_us", sa.BigInteger),
-    sa.Column("reason", sa.Text, nullable=False, server_default=""),
-    sa.Column("note", sa.Text, nullable=False, server_default=""),
-    sa.Column("outcome", sa.String(64), nullable=False, server_default=""),
-    sa.Column("error", sa.Text, nullable=False, server_default=""),
-    sa.Column("command_id", sa.Integer),
-    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("updated_us", sa.BigInteger, nullable=False),
-    sa.Index("print_jobs_state_held", "state", "held_us"),
+from floorguard.console.store.schema import (
+    agents,
+    events,
+    print_jobs,
 )
+from floorguard.events import Command
 
 OPEN_STATES = ("held", "approving", "denying")
 DECIDERS = require("admin", "sv")

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from floorguard.console.api.limits import INT64_MAX, StoreInt
 from floorguard.console.auth import User, audit, check_event, client_ip, require, require_write
 from floorguard.console.store.db import now_us
+from floorguard.console.store.schema import violation_acks
 from floorguard.console.violations import (
     PAGE,
     Filters,
@@ -24,7 +25,6 @@ from floorguard.console.violations import (
     day_range,
     display_timezone,
     list_events,
-    violation_acks,
 )
 from floorguard.console.web.i18n import DEFAULT_TIMEZONE, N_
 from floorguard.console.web.site import add_nav, render
