@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from floorguard.events import Command
 
 HERE = Path(__file__).parent
 
-IngestHook = Callable[..., None]
 
 
 def make_templates() -> Jinja2Templates:

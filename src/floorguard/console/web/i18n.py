@@ -24,11 +24,13 @@ from babel.support import Translations
 from jinja2 import pass_context
 from markupsafe import Markup
 
+from floorguard.policy import FloorSettings
+
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
 DEFAULT_LANG = "en"
 LANGUAGES: dict[str, str] = {"en": "English", "ja": "日本語"}
-DEFAULT_TIMEZONE = "Asia/Tokyo"
+DEFAULT_TIMEZONE = FloorSettings().timezone  # the [floor] table's default, declared once
 
 
 def N_(message: str) -> str:
